@@ -1,0 +1,69 @@
+"""Measurement against the synthetic corpus's hidden ground truth: never an input to any stage.
+
+The pipeline calls these only after a stage has finished, to report how good its output is
+(pseudo-label mIoU, filter precision/recall). Nothing computed here flows back into training.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from inetseg import imaging, metrics, shards, storage
+from inetseg.stages.ingest import row_id
+
+HIDDEN = "hidden/train_truth.parquet"  # relative to the corpus folder
+NOISY = ("wrong_tag", "no_object")  # noise types whose tag is simply wrong
+
+
+def load_truth(corpus: str) -> dict[str, dict]:
+    """id -> {'noise', 'mask' (PNG bytes)} for every search image of a synthetic corpus."""
+    path = storage.join(corpus, HIDDEN)
+    fs, inner = storage.resolve(path)
+    table = pq.read_table(inner, filesystem=fs, columns=["file", "noise", "mask"])
+    search = storage.resolve(storage.join(corpus, "search"))[1]
+    out = {}
+    for f, noise, mask in zip(*(table.column(c).to_pylist() for c in ("file", "noise", "mask"))):
+        out[row_id(storage.join(search, f))] = {"noise": noise, "mask": mask}
+    return out
+
+
+def pseudo_label_quality(pseudo: str, truth: dict[str, dict], classes: list[str]) -> dict:
+    """mIoU of the pseudo labels against the hidden GT, plus precision on labelled pixels."""
+    t = shards.read_table(pseudo, columns=["id", "mask"])
+    n = len(classes) + 1
+    cm = np.zeros((n, n), np.int64)
+    labelled = correct = total = 0
+    matched = 0
+    for pid, mbytes in zip(t.column("id").to_pylist(), t.column("mask").to_pylist()):
+        if pid not in truth:
+            continue
+        matched += 1
+        gt = imaging.decode_mask(truth[pid]["mask"])
+        pm = imaging.decode_mask(mbytes)
+        if pm.shape != gt.shape:
+            pm = imaging.resize_labels(pm, *gt.shape)
+        cm += metrics.confusion_matrix(gt, pm, n)
+        valid = pm != 255
+        labelled += int(valid.sum())
+        correct += int((pm[valid] == gt[valid]).sum())
+        total += pm.size
+    summary = metrics.summarize(cm, ["background", *classes])
+    return {"miou": summary["miou"], "per_class_iou": summary["per_class_iou"],
+            "precision": correct / max(1, labelled), "ignored": 1 - labelled / max(1, total),
+            "images": matched}
+
+
+def filter_quality(scores: str, truth: dict[str, dict]) -> dict:
+    """Share of noisy images before/after the filter, precision/recall of the removed ones."""
+    t = shards.read_table(scores, columns=["id", "kept"])
+    ids, kept = t.column("id").to_pylist(), np.asarray(t.column("kept").to_pylist(), bool)
+    noisy = np.asarray([truth.get(i, {}).get("noise") in NOISY for i in ids], bool)
+    dropped = ~kept
+    tp = int((dropped & noisy).sum())
+    return {
+        "noise_before": float(noisy.mean()) if len(ids) else 0.0,
+        "noise_after": float(noisy[kept].mean()) if kept.any() else 0.0,
+        "precision": tp / max(1, int(dropped.sum())),
+        "recall": tp / max(1, int(noisy.sum())),
+        "clean_kept": float(kept[~noisy].mean()) if (~noisy).any() else 0.0,
+    }

@@ -1,0 +1,146 @@
+"""`inetseg <stage> [--config FILE] [key=value ...]` and `inetseg pipeline`: the command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+
+from inetseg import config as C
+
+log = logging.getLogger("inetseg")
+
+STAGE_HELP = {
+    "synth": "generate the offline synthetic noisy web-search corpus (out=DIR required)",
+    "ingest": "folder-per-tag images -> validated, resized Parquet image shards (source=DIR out=DIR)",
+    "classifier": "train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
+    "filter": "score images with the classifier and drop noisy ones, Eqn 13 (images= model= out=)",
+    "attention": "forward CAM + trimap -> pseudo-label shards (images= model= out=)",
+    "segmenter": "train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
+    "predict": "run the segmenter over a test table (test= model= out=)",
+    "crf": "dense-CRF refinement of predictions (predictions= out=)",
+    "evaluate": "mIoU of predictions against their ground truth (predictions= out=)",
+}
+
+REQUIRED = {
+    "synth": ("out",), "ingest": ("source", "out"), "classifier": ("images", "out"),
+    "filter": ("images", "model", "out"), "attention": ("images", "model", "out"),
+    "segmenter": ("pseudo", "model", "out"), "predict": ("test", "model", "out"),
+    "crf": ("predictions", "out"), "evaluate": ("predictions", "out"),
+}
+
+
+def describe_fields(cls: type, prefix: str = "") -> str:
+    """The keys a config accepts with their defaults, for --help."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            lines.append(describe_fields(type(default), prefix + f.name + "."))
+            continue
+        tp = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        lines.append(f"  {prefix + f.name:<34} {tp:<10} default: {default!r}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inetseg",
+        description="Learn pixel-wise semantic segmentation from Internet images with no human labels.",
+        epilog="Run `inetseg <command> --help` to see every key a command accepts.")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    p = sub.add_parser("pipeline", help="run every stage end to end (the offline demo by default)",
+                       description="Run the whole pipeline. With no arguments: the offline demo on a "
+                                   "synthetic corpus, local Ray, local MLflow, a few minutes on 2 CPUs.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="keys (key=value, dotted for stages, e.g. classifier.epochs=5):\n"
+                              + describe_fields(C.PipelineConfig))
+    add_pipeline_args(p)
+    for name, text in STAGE_HELP.items():
+        sp = sub.add_parser(name, help=text, description=text,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="keys (key=value):\n" + describe_fields(C.STAGE_CONFIGS[name]))
+        sp.add_argument("--config", help="YAML file with this stage's keys (or a pipeline file: its "
+                                         f"'{name}' section is used)")
+        sp.add_argument("--ray-address", default="", help="Ray cluster address (default: local Ray)")
+        sp.add_argument("--num-cpus", type=int, default=0, help="CPUs for a local Ray (default: all)")
+        sp.add_argument("--no-resume", action="store_true", help="redo the stage even if its output is complete")
+        sp.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser
+
+
+def add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `inetseg pipeline` and jobs/full_pipeline.py."""
+    p.add_argument("--preset", default="demo", help="starting config: demo (default, offline, minutes on "
+                                                    "a laptop), paper (the paper's settings), none")
+    p.add_argument("--config", help="YAML file merged over the preset")
+    p.add_argument("--out", help="output root, local path or s3://, gs:// URI (same as out=...)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """Resolve the config, run, print the summary table."""
+    from inetseg import pipeline
+
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    cfg = pipeline.load_config(args.preset, args.config, overrides)
+    if args.print_config:
+        print(C.dump_yaml(cfg))
+        return 0
+    summary = pipeline.run(cfg)
+    print(pipeline.format_table(summary))
+    print(f"summary: {cfg.out}/summary.json")
+    return 0
+
+
+def run_stage(args: argparse.Namespace) -> int:
+    """One stage on its own: its config from --config/key=value, Ray started as asked."""
+    import json
+
+    name = args.command
+    cfg = C.load(C.STAGE_CONFIGS[name], args.config, args.overrides, section=name)
+    missing = [k for k in REQUIRED[name] if not getattr(cfg, k)]
+    if missing:
+        raise C.ConfigError(f"{name} needs {', '.join(k + '=...' for k in missing)}")
+    resume = not args.no_resume
+    if name == "synth":
+        from inetseg.sources import synth
+
+        result = synth.generate(cfg, cfg.out)
+    else:
+        import importlib
+
+        from inetseg.stages.common import ensure_ray
+
+        ensure_ray(args.ray_address, args.num_cpus)
+        module = importlib.import_module(f"inetseg.stages.{name}")
+        result = module.run(cfg, resume=resume)
+    printable = {k: v for k, v in result.items() if k not in ("history", "confusion")}
+    print(json.dumps(printable, indent=2, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `inetseg` console script; user mistakes exit 2 with one line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return run_pipeline(args) if args.command == "pipeline" else run_stage(args)
+    except (C.ConfigError, FileNotFoundError) as e:
+        print(f"inetseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"inetseg {args.command}: interrupted; finished stages are kept and reused on re-run",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Typed configuration: one dataclass per stage, YAML files plus key=value overrides."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the CLI prints it as one line, exit 2."""
+
+
+@dataclass
+class ComputeConfig:
+    """Where a stage runs: workers for Ray Train, actors for Ray Data pools."""
+
+    num_workers: int = 1  # Ray Train workers (DDP ranks); one per GPU on a cluster
+    use_gpu: bool = False  # Ray Train workers and inference actors take one GPU each
+    cpus_per_worker: float = 1.0  # CPUs reserved per train worker / inference actor
+    torch_threads: int = 0  # intra-op threads per worker; 0 = all cores of the node (CPU runs)
+    amp: bool = True  # mixed precision; only takes effect on GPU
+    backend: str = "auto"  # DDP backend: auto = nccl on GPU, gloo on CPU
+    num_actors: int = 1  # size of inference actor pools (filter, attention, predict, crf)
+    inference_batch_size: int = 32  # images per batch in actor pools
+
+
+@dataclass
+class SynthConfig:
+    """The offline synthetic noisy 'web search' corpus."""
+
+    out: str = ""  # corpus folder; default: <pipeline out>/corpus
+    num_classes: int = 5  # K object classes, 1..20
+    images_per_class: int = 300  # search results per tag
+    test_images: int = 150  # clean held-out images with GT masks
+    heldout_images: int = 0  # extra search results kept back for online fine-tuning (later issue)
+    image_size: int = 128  # side of the square images
+    seed: int = 0  # everything is deterministic given this
+    p_wrong_tag: float = 0.12  # tag names a class that is not in the image
+    p_no_object: float = 0.10  # no object at all, clutter only
+    p_multi: float = 0.15  # the tagged object plus an object of another class
+    p_small_or_cut: float = 0.12  # the tagged object is small or cut by the border
+
+
+@dataclass
+class IngestConfig:
+    """Folder-per-tag images -> validated, resized, re-encoded Parquet image shards."""
+
+    source: str = ""  # folder-per-tag tree (sub-folder name = tag); default: <corpus>/search
+    out: str = ""  # image shard folder; default: <pipeline out>/images
+    classes: list[str] = field(default_factory=list)  # tags to keep, in label order; [] = all sub-folders sorted
+    max_side: int = 500  # resize so the longer side is at most this (VOC-like)
+    min_side: int = 32  # smaller images are rejected as 'too_small'
+    max_aspect: float = 4.0  # more elongated images are rejected as 'bad_aspect'
+    max_pixels: int = 50_000_000  # decompression-bomb limit on the decoded size
+    jpeg_quality: int = 90  # re-encoding quality
+    rows_per_shard: int = 2000  # target rows per Parquet file
+    files_per_task: int = 64  # files decoded per Ray Data batch
+
+
+@dataclass
+class ClassifierConfig:
+    """GoogLeNet (weights=None) trained with Ray Train on the tagged images."""
+
+    images: str = ""  # input image shards; default: the ingest output
+    out: str = ""  # model folder; default: <pipeline out>/classifier
+    width: float = 1.0  # channel multiplier; 1.0 = torchvision's GoogLeNet exactly
+    input_size: int = 224  # training crop side
+    epochs: int = 30  # passes over the images
+    batch_size: int = 512  # global batch (split across workers)
+    lr: float = 0.02  # base learning rate (paper)
+    lr_decay: float = 0.96  # multiply lr by this ...
+    lr_decay_steps: int = 6400  # ... every this many steps (paper)
+    momentum: float = 0.9
+    weight_decay: float = 0.0004
+    max_steps: int = 32000  # stop after this many SGD steps (paper: 32k)
+    holdout_fraction: float = 0.05  # slice of images held out for accuracy
+    checkpoint_every_epochs: int = 1  # checkpoint cadence
+    max_failures: int = 2  # Ray Train restarts after a worker dies
+    seed: int = 0
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+@dataclass
+class FilterConfig:
+    """Score every image with the classifier and drop noisy ones (Eqn 13)."""
+
+    images: str = ""  # input image shards; default: the ingest output
+    model: str = ""  # classifier folder; default: the classifier output
+    out: str = ""  # output folder (scores + kept images); default: <pipeline out>/filtered
+    rule: str = "eqn13"  # eqn13: drop P(tag) <= threshold; eqn14: drop tag not in top-k; eqn15 = eqn13 at 0.6
+    threshold: float = 0.1  # P(tag) threshold of Eqn 13 / 15
+    top_k: int = 3  # k of Eqn 14
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+@dataclass
+class AttentionConfig:
+    """Class attention (forward CAM, Eqn 5) -> trimap (Eqn 10) -> pseudo-label shards."""
+
+    images: str = ""  # input: the filtered image shards
+    model: str = ""  # classifier folder
+    out: str = ""  # pseudo-label shards; default: <pipeline out>/pseudo
+    input_size: int = 224  # network input side for attention
+    delta_object: float = 0.65  # Eqn 10: attention above this -> the tag's class (paper's delta2, read as swapped)
+    delta_background: float = 0.5  # Eqn 10: attention at or below this -> background; between -> 255 ignore
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+@dataclass
+class SegmenterConfig:
+    """DeepLab-style head on the classifier's backbone, trained on pseudo labels."""
+
+    pseudo: str = ""  # pseudo-label shards; default: the attention output
+    model: str = ""  # classifier folder whose backbone initialises the segmenter
+    out: str = ""  # model folder; default: <pipeline out>/segmenter
+    input_size: int = 321  # training crop side
+    epochs: int = 20
+    batch_size: int = 12  # global batch (paper: 12)
+    lr: float = 0.01
+    lr_head_mult: float = 10.0  # the new head learns faster than the initialised backbone
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    max_steps: int = 50000  # paper: 50k iterations
+    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # ASPP dilation rates
+    checkpoint_every_epochs: int = 1
+    max_failures: int = 2
+    seed: int = 0
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+@dataclass
+class PredictConfig:
+    """Run the segmenter over the test split."""
+
+    test: str = ""  # test table folder; default: <pipeline out>/test
+    model: str = ""  # segmenter folder
+    out: str = ""  # predictions; default: <pipeline out>/predictions
+    input_size: int = 321  # network input side (predictions are resized back)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+@dataclass
+class CRFConfig:
+    """Dense CRF post-processing of the predictions (pydensecrf)."""
+
+    predictions: str = ""  # input predictions; default: the predict output
+    out: str = ""  # refined predictions; default: <pipeline out>/crf
+    enabled: bool = True
+    iterations: int = 10
+    gaussian_sxy: float = 3.0  # smoothness kernel width (pixels)
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 50.0  # appearance kernel width (pixels)
+    bilateral_srgb: float = 13.0  # appearance kernel colour width
+    bilateral_compat: float = 4.0
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+@dataclass
+class EvaluateConfig:
+    """mIoU on the clean test split."""
+
+    predictions: str = ""  # prediction folder to score; default: CRF output (or predict if CRF off)
+    out: str = ""  # metrics folder; default: <pipeline out>/eval
+    grid_images: int = 6  # test images in the MLflow PNG grid
+
+
+@dataclass
+class PipelineConfig:
+    """The whole run: where it writes, how it tracks, and every stage's settings."""
+
+    out: str = "runs/default"  # output root: local path or s3:// / gs:// URI
+    source: str = "synth"  # synth = the offline corpus; otherwise a folder-per-tag tree
+    test: str = ""  # with a non-synth source: a folder with images/ and masks/ (class ids) + classes.json
+    ray_address: str = ""  # '' = start a local Ray (or join RAY_ADDRESS); 'auto' = existing cluster
+    num_cpus: int = 0  # local Ray only: CPUs to give it; 0 = all
+    mlflow_uri: str = ""  # '' = MLFLOW_TRACKING_URI, else sqlite under <out>
+    experiment: str = "inetseg"  # MLflow experiment name
+    run_name: str = ""  # MLflow parent run name; '' = generated
+    resume: bool = True  # skip stages whose output is complete with the same config
+    seed: int = 0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    crf: CRFConfig = field(default_factory=CRFConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+STAGE_CONFIGS: dict[str, type] = {
+    "synth": SynthConfig,
+    "ingest": IngestConfig,
+    "classifier": ClassifierConfig,
+    "filter": FilterConfig,
+    "attention": AttentionConfig,
+    "segmenter": SegmenterConfig,
+    "predict": PredictConfig,
+    "crf": CRFConfig,
+    "evaluate": EvaluateConfig,
+    "pipeline": PipelineConfig,
+}
+
+
+# ---------------------------------------------------------------- building from dicts
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one value against a field type; raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=where + ".")
+    if origin in (list, typing.List):
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (nested) dict; unknown keys raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate(obj, prefix)
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    """The dataclass as a plain nested dict (for YAML, JSON and MLflow params)."""
+    return dataclasses.asdict(obj)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become comma-joined strings."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = ",".join(str(x) for x in v)
+        else:
+            out[key] = v
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """['a.b=3', 'c=x'] -> {'a': {'b': '3'}, 'c': 'x'} (values typed later against the schema)."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' is not key=value")
+        key, value = pair.split("=", 1)
+        if not key:
+            raise ConfigError(f"override '{pair}' has an empty key")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{pair}' conflicts with another override")
+        node[parts[-1]] = _yaml_scalar(value)
+    return out
+
+
+def _yaml_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would ('3' -> 3, '[1,2]' -> [1, 2], 'a' -> 'a')."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """Recursive dict merge; `extra` wins."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str) -> dict:
+    """Read a YAML config file (local or cloud URI) into a dict."""
+    from inetseg import storage
+
+    if not storage.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(storage.read_text(path)) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top")
+    return data
+
+
+def load(cls: type, config_file: str | None = None, overrides: list[str] | None = None,
+         section: str | None = None) -> Any:
+    """Defaults <- YAML file (or its `section` when the file is a pipeline config) <- key=value."""
+    data: dict = {}
+    if config_file:
+        data = read_yaml(config_file)
+        if section and section in data and isinstance(data[section], dict) and cls is not PipelineConfig:
+            data = data[section]
+    data = deep_merge(data, parse_overrides(overrides or []))
+    return from_dict(cls, data)
+
+
+def dump_yaml(obj: Any) -> str:
+    """The resolved config as YAML (saved with every run)."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable hash of a config, used to decide whether a finished stage can be reused."""
+    import hashlib
+
+    blob = json.dumps(to_dict(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- value checks
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(obj: Any, prefix: str = "") -> None:
+    """Range checks with messages that name the key."""
+    p = prefix
+    if isinstance(obj, ComputeConfig):
+        _check(obj.num_workers >= 1, f"{p}num_workers must be >= 1")
+        _check(obj.num_actors >= 1, f"{p}num_actors must be >= 1")
+        _check(obj.cpus_per_worker > 0, f"{p}cpus_per_worker must be > 0")
+        _check(obj.inference_batch_size >= 1, f"{p}inference_batch_size must be >= 1")
+        _check(obj.backend in ("auto", "gloo", "nccl"), f"{p}backend must be auto, gloo or nccl")
+    elif isinstance(obj, SynthConfig):
+        _check(1 <= obj.num_classes <= 20, f"{p}num_classes must be in 1..20")
+        _check(obj.images_per_class >= 1, f"{p}images_per_class must be >= 1")
+        _check(obj.image_size >= 48, f"{p}image_size must be >= 48")
+        total = obj.p_wrong_tag + obj.p_no_object + obj.p_multi + obj.p_small_or_cut
+        _check(all(0 <= v <= 1 for v in (obj.p_wrong_tag, obj.p_no_object, obj.p_multi, obj.p_small_or_cut))
+               and total <= 1, f"{p}p_* noise shares must be in [0, 1] and sum to at most 1")
+    elif isinstance(obj, IngestConfig):
+        _check(obj.max_side >= obj.min_side >= 1, f"{p}max_side must be >= min_side >= 1")
+        _check(1 <= obj.jpeg_quality <= 100, f"{p}jpeg_quality must be in 1..100")
+        _check(obj.rows_per_shard >= 1 and obj.files_per_task >= 1, f"{p}rows_per_shard/files_per_task must be >= 1")
+    elif isinstance(obj, (ClassifierConfig, SegmenterConfig)):
+        _check(obj.epochs >= 1, f"{p}epochs must be >= 1")
+        _check(obj.batch_size >= 1, f"{p}batch_size must be >= 1")
+        _check(obj.lr > 0, f"{p}lr must be > 0")
+        _check(obj.input_size >= 32, f"{p}input_size must be >= 32")
+        if isinstance(obj, ClassifierConfig):
+            _check(0 < obj.width <= 2, f"{p}width must be in (0, 2]")
+            _check(0 <= obj.holdout_fraction < 0.5, f"{p}holdout_fraction must be in [0, 0.5)")
+    elif isinstance(obj, FilterConfig):
+        _check(obj.rule in ("eqn13", "eqn14", "eqn15", "none"), f"{p}rule must be eqn13, eqn14, eqn15 or none")
+        _check(0 <= obj.threshold < 1, f"{p}threshold must be in [0, 1)")
+        _check(obj.top_k >= 1, f"{p}top_k must be >= 1")
+    elif isinstance(obj, AttentionConfig):
+        _check(0 <= obj.delta_background <= obj.delta_object <= 1,
+               f"{p}need 0 <= delta_background <= delta_object <= 1")
+    elif isinstance(obj, CRFConfig):
+        _check(obj.iterations >= 1, f"{p}iterations must be >= 1")
+    elif isinstance(obj, PipelineConfig):
+        _check(obj.num_cpus >= 0, f"{p}num_cpus must be >= 0")

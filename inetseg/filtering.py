@@ -1,0 +1,29 @@
+"""The paper's noise-filtering rules (Eqn 13-15) as pure functions over classifier scores."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def tag_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P(tag), rank of the tag) per row; probs N x K softmax, labels N in 1..K; rank 1 = top class."""
+    idx = labels.astype(np.int64) - 1
+    p_tag = probs[np.arange(len(idx)), idx]
+    # Ties count in the tag's favour, so a uniform prediction ranks the tag first, as argsort would.
+    rank = 1 + (probs > p_tag[:, None]).sum(axis=1)
+    return p_tag.astype(np.float32), rank.astype(np.int16)
+
+
+def keep_mask(p_tag: np.ndarray, tag_rank: np.ndarray, rule: str, threshold: float, top_k: int) -> np.ndarray:
+    """Which images survive a round.
+
+    eqn13 / eqn15: drop P(tag) <= threshold (the paper uses 0.1, then 0.6).
+    eqn14: drop images whose tag is not among the top_k classes (the paper uses 3).
+    none: keep everything (filtering off).
+    """
+    if rule in ("eqn13", "eqn15"):
+        return p_tag > threshold
+    if rule == "eqn14":
+        return tag_rank <= top_k
+    if rule == "none":
+        return np.ones(len(p_tag), dtype=bool)
+    raise ValueError(f"unknown filter rule {rule!r}")

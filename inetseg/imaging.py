@@ -1,0 +1,143 @@
+"""Decode, validate, resize and encode images and label maps: pure functions, no Ray."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Magic bytes of the formats we accept; anything else is 'not_an_image' before we try to decode.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+
+
+class ImageError(ValueError):
+    """An input image is unusable; `reason` is a short stable key counted in stats."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What ingest accepts."""
+
+    max_side: int = 500
+    min_side: int = 32
+    max_aspect: float = 4.0
+    max_pixels: int = 50_000_000
+
+
+def sniff(data: bytes) -> bool:
+    """True if the bytes start like an image format we decode."""
+    return any(data.startswith(m) for m in _MAGIC)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header, without decoding pixels, when cheap to read."""
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any header failure means 'decode and see'
+        return None
+
+
+def decode_rgb(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
+    """Bytes -> HxWx3 uint8 RGB with EXIF orientation applied; grey/alpha/16-bit converted.
+
+    Raises ImageError('empty' | 'not_an_image' | 'too_many_pixels' | 'undecodable').
+    """
+    if not data:
+        raise ImageError("empty")
+    if not sniff(data):
+        raise ImageError("not_an_image", "unknown magic bytes")
+    size = _header_size(data)
+    # Check the declared size before decoding: a decompression bomb is small on disk, huge in RAM.
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError("too_many_pixels", f"{size[0]}x{size[1]}")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # IMREAD_COLOR applies EXIF orientation and converts grey/CMYK/palette to 3 channels;
+    # ANYDEPTH keeps 16-bit so we can scale it rather than clip it.
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None:
+        raise ImageError("undecodable", "decoder returned nothing")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    else:
+        img = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageError("too_many_pixels", f"{img.shape[1]}x{img.shape[0]}")
+    return np.ascontiguousarray(img)
+
+
+def validate(img: np.ndarray, limits: ImageLimits) -> None:
+    """Reject tiny or absurdly elongated images (ImageError 'too_small' / 'bad_aspect')."""
+    h, w = img.shape[:2]
+    if min(h, w) < limits.min_side:
+        raise ImageError("too_small", f"{w}x{h}")
+    if max(h, w) / max(1, min(h, w)) > limits.max_aspect:
+        raise ImageError("bad_aspect", f"{w}x{h}")
+
+
+def resize_max_side(img: np.ndarray, max_side: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """Shrink so that the longer side is at most max_side; never enlarge."""
+    h, w = img.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(img, size, interpolation=interpolation)
+
+
+def encode_jpeg(img: np.ndarray, quality: int = 90) -> bytes:
+    """HxWx3 RGB uint8 -> JPEG bytes."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageError("encode_failed")
+    return buf.tobytes()
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """HxW uint8 label map or HxWx3 RGB image -> PNG bytes (lossless, for masks)."""
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise ImageError("encode_failed")
+    return buf.tobytes()
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+    """PNG label map bytes -> HxW uint8 (values are class ids, never colour-converted)."""
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ImageError("undecodable", "mask")
+    if arr.ndim == 3:  # a palette/RGB mask saved by another tool: take the first channel
+        arr = arr[:, :, 0]
+    return arr.astype(np.uint8, copy=False)
+
+
+def process(data: bytes, limits: ImageLimits, quality: int = 90) -> tuple[bytes, int, int]:
+    """The ingest transform: decode -> validate -> resize -> JPEG. Returns (jpeg, height, width)."""
+    img = decode_rgb(data, limits.max_pixels)
+    validate(img, limits)
+    img = resize_max_side(img, limits.max_side)
+    return encode_jpeg(img, quality), img.shape[0], img.shape[1]
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize (ignoring aspect) to size x size; bilinear for images."""
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_labels(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a label map with nearest neighbour, so no invented class ids appear."""
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)

@@ -1,0 +1,34 @@
+"""Named starting points for a pipeline config: `demo` (offline, minutes on a laptop) and `paper`."""
+from __future__ import annotations
+
+# The paper's settings are the dataclass defaults; `paper` only adds the crawl-scale corpus size.
+PAPER: dict = {
+    "synth": {"num_classes": 20, "images_per_class": 48000, "image_size": 256},
+    "classifier": {"compute": {"num_workers": 4, "use_gpu": True, "num_actors": 4,
+                               "inference_batch_size": 256}},
+    "filter": {"compute": {"use_gpu": True, "num_actors": 4, "inference_batch_size": 256}},
+    "attention": {"compute": {"use_gpu": True, "num_actors": 4, "inference_batch_size": 128}},
+    "segmenter": {"compute": {"num_workers": 4, "use_gpu": True}},
+    "predict": {"compute": {"use_gpu": True, "num_actors": 2}},
+    "crf": {"compute": {"num_actors": 16}},
+}
+
+# Sized so the whole pipeline runs in minutes on 2 CPU cores: small images, a thinner GoogLeNet
+# (same topology, channels x0.5), a few epochs. Everything else keeps the paper's meaning.
+_CPU = {"num_workers": 1, "cpus_per_worker": 1, "torch_threads": 2, "num_actors": 1,
+        "inference_batch_size": 64}
+DEMO: dict = {
+    "out": "runs/demo",
+    "synth": {"num_classes": 5, "images_per_class": 300, "test_images": 150, "image_size": 128},
+    "ingest": {"max_side": 128, "rows_per_shard": 500},
+    "classifier": {"width": 0.5, "input_size": 128, "epochs": 12, "batch_size": 64, "lr": 0.05,
+                   "lr_decay_steps": 100, "lr_decay": 0.9, "holdout_fraction": 0.05,
+                   "compute": _CPU},
+    "filter": {"compute": _CPU},
+    "attention": {"input_size": 128, "compute": _CPU},
+    "segmenter": {"input_size": 128, "epochs": 10, "batch_size": 16, "lr": 0.01, "compute": _CPU},
+    "predict": {"input_size": 128, "compute": _CPU},
+    "crf": {"compute": _CPU},
+}
+
+PRESETS = {"demo": DEMO, "paper": PAPER, "none": {}}

@@ -1,0 +1,48 @@
+"""The PNG grid logged with every run: image, attention, pseudo label, prediction, ground truth."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from inetseg import imaging, shards, storage, viz
+from inetseg.attention.trimap import trimap
+from inetseg.config import PipelineConfig
+from inetseg.stages.attention import attention_maps
+from inetseg.stages.filter import load_classifier
+from inetseg.train.data import normalise
+
+
+def _first_rows(path: str, n: int, columns: list[str]) -> dict[str, list]:
+    """The first n rows of a stage table (reads only the first files needed)."""
+    fs, _ = storage.resolve(path)
+    out: dict[str, list] = {c: [] for c in columns}
+    for f in shards.parquet_files(path):
+        t = pq.read_table(storage.resolve(f)[1], filesystem=fs, columns=columns)
+        for c in columns:
+            out[c].extend(t.column(c).to_pylist())
+        if len(out[columns[0]]) >= n:
+            break
+    return {c: v[:n] for c, v in out.items()}
+
+
+def grid_png(cfg: PipelineConfig, classes: list[str], n: int) -> bytes:
+    """Rows of test images: the classifier's attention for its top class (no test label is used),
+    the trimap of that attention, the final prediction and the ground truth."""
+    rows = _first_rows(cfg.evaluate.predictions, n, ["image", "gt", "pred"])
+    device = torch.device("cpu")
+    model, meta = load_classifier(cfg.attention.model, device)
+    images = [imaging.decode_rgb(b) for b in rows["image"]]
+    if not images:
+        return viz.encode_png(np.zeros((8, 8, 3), np.uint8))
+    x = normalise(np.stack([imaging.resize_square(im, meta["input_size"]) for im in images]))
+    with torch.no_grad():
+        top = model(torch.from_numpy(x)).argmax(1).numpy() + 1  # 1..K
+    maps = attention_maps(model, images, top, cfg.attention.input_size, device)
+    grid_rows = []
+    for im, att, lab, pred, gt in zip(images, maps, top, rows["pred"], rows["gt"]):
+        pseudo = trimap(att, int(lab), cfg.attention.delta_object, cfg.attention.delta_background)
+        cells = [im, viz.heatmap(att), viz.colorize(pseudo), viz.colorize(imaging.decode_mask(pred))]
+        cells.append(viz.colorize(imaging.decode_mask(gt)) if gt is not None else np.zeros_like(im))
+        grid_rows.append(cells)
+    return viz.encode_png(viz.grid(grid_rows, ["image", "attention", "pseudo", "prediction", "GT"]))

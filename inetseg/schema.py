@@ -1,0 +1,87 @@
+"""The pyarrow schema of every table that crosses a stage boundary, in one place.
+
+Conventions: images are encoded bytes (JPEG for photos, PNG for label maps), so shards stay small
+and any tool can read them; label maps use 0 = background, 1..K = the classes in `classes.json`
+order, 255 = ignore. A failed row is data (`status` != 'ok', `error` says why), never a crash.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+IGNORE = 255  # label value that losses and metrics skip
+STATUS_OK = "ok"
+
+# ingest -> classifier / filter: one row per input file, failures included.
+IMAGES = pa.schema([
+    ("id", pa.string()),          # stable id: hash of the source location
+    ("tag", pa.string()),         # the search tag the image came with (noisy label)
+    ("label", pa.int16()),        # 1..K index of `tag` in classes.json
+    ("source", pa.string()),      # where the bytes came from (path or URL)
+    ("status", pa.string()),      # 'ok' or a failure reason (undecodable, too_small, ...)
+    ("error", pa.string()),       # human-readable detail for failed rows, '' when ok
+    ("image", pa.binary()),       # re-encoded JPEG; null when status != ok
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+])
+
+# filter: the classifier's opinion of every ok image.
+SCORES = pa.schema([
+    ("id", pa.string()),
+    ("tag", pa.string()),
+    ("label", pa.int16()),
+    ("p_tag", pa.float32()),                 # P(tag | image), Eqn 13 / 15
+    ("tag_rank", pa.int16()),                # 1 = the tag is the top class, Eqn 14
+    ("probs", pa.list_(pa.float32())),       # softmax over the K classes (index 0 = class 1)
+    ("kept", pa.bool_()),
+    ("round", pa.int8()),
+])
+
+# attention -> segmenter: pseudo labels, Eqn 10.
+PSEUDO = pa.schema([
+    ("id", pa.string()),
+    ("tag", pa.string()),
+    ("label", pa.int16()),
+    ("image", pa.binary()),       # JPEG, as in IMAGES
+    ("mask", pa.binary()),        # PNG uint8: 0 background, label = object, 255 ignore
+    ("attention", pa.binary()),   # PNG uint8: the normalised attention map * 255 (for inspection)
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("ignored", pa.float32()),    # share of 255 pixels
+    ("foreground", pa.float32()), # share of object pixels
+])
+
+# test split: clean images with ground-truth masks (never used for training).
+TEST = pa.schema([
+    ("id", pa.string()),
+    ("image", pa.binary()),       # JPEG or PNG
+    ("mask", pa.binary()),        # PNG uint8 class ids, 255 = void
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+])
+
+# predict / crf -> evaluate. Rows carry their image and ground truth (when known), so CRF and
+# evaluation stream over one table instead of joining.
+PREDICTIONS = pa.schema([
+    ("id", pa.string()),
+    ("image", pa.binary()),       # the input image as stored in TEST
+    ("gt", pa.binary()),          # PNG ground truth from TEST; null for unlabelled inputs
+    ("pred", pa.binary()),        # PNG uint8 class ids at the image's size
+    ("probs", pa.binary()),       # .npy float16 (K+1, h, w) softmax at the image's size; null after CRF
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+])
+
+TABLES = {"images": IMAGES, "scores": SCORES, "pseudo": PSEUDO, "test": TEST, "predictions": PREDICTIONS}
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """A zero-row table of `schema` (so an empty stage still writes a readable table)."""
+    return schema.empty_table()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast `table`'s columns to `schema`, failing loudly on a missing column."""
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"table lacks columns {missing} of its declared schema")
+    return table.select(schema.names).cast(schema)

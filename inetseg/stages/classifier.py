@@ -1,0 +1,66 @@
+"""Classifier stage: GoogLeNet (weights=None) trained with Ray Train on the image shards."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pyarrow.compute as pc
+import ray
+
+from inetseg import config as C
+from inetseg import schema, shards
+from inetseg.stages import training
+from inetseg.stages.common import read_stage, run_stage, stage_fingerprint
+from inetseg.train import classifier_loop
+from inetseg.train.data import classifier_batch
+
+log = logging.getLogger("inetseg")
+
+
+def image_dataset(path: str) -> ray.data.Dataset:
+    """The ok rows of an IMAGES table (failed rows stay on disk, counted, never trained on)."""
+    ds = read_stage(path, "image shards", columns=["id", "label", "status", "image"])
+    return ds.filter(expr="status == 'ok'")
+
+
+def classes_of(images: str) -> list[str]:
+    """The class list an image table was made with (label i = classes[i-1])."""
+    return list(shards.read_marker(images)["classes"])
+
+
+def count_ok(images: str) -> int:
+    """Number of usable images, from the status column alone."""
+    t = shards.read_table(images, columns=["status"])
+    return int(pc.sum(pc.equal(t.column("status"), schema.STATUS_OK)).as_py() or 0)
+
+
+def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
+    """Train on cfg.images, write cfg.out/model.pt + meta.json; returns the stage marker."""
+    shards.require(cfg.images, "image shards")
+    classes = classes_of(cfg.images)
+    fp = stage_fingerprint(cfg, cfg.images)
+
+    def body() -> dict:
+        t0 = time.time()
+        n_ok = count_ok(cfg.images)
+        if n_ok == 0:
+            raise ValueError(f"no usable images in {cfg.images}")
+        ds = image_dataset(cfg.images)
+        train = ds.map_batches(classifier_batch, batch_format="numpy", batch_size=64,
+                               fn_kwargs={"input_size": cfg.input_size, "augment": True,
+                                          "holdout": cfg.holdout_fraction, "want_holdout": False})
+        val = ds.map_batches(classifier_batch, batch_format="numpy", batch_size=64,
+                             fn_kwargs={"input_size": cfg.input_size, "augment": False,
+                                        "holdout": cfg.holdout_fraction, "want_holdout": True})
+        loop_config = {**C.to_dict(cfg), "num_classes": len(classes), "classes": classes,
+                       "n_train": int(n_ok * (1 - cfg.holdout_fraction))}
+        loop_config.pop("compute")
+        result = training.fit(f"classifier-{fp}", classifier_loop.train_loop_per_worker, loop_config,
+                              {"train": train, "val": val}, cfg.compute,
+                              cfg.out.rstrip("/") + "_ray_train", cfg.max_failures)
+        meta = training.export_model(result, cfg.out)
+        history = result.metrics_dataframe.to_dict(orient="records") if result.metrics_dataframe is not None else []
+        return {"classes": classes, "images": n_ok, "seconds": time.time() - t0,
+                "metrics": meta["metrics"], "history": history}
+
+    return run_stage("classifier", cfg.out, fp, resume, body)

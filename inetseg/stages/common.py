@@ -1,0 +1,106 @@
+"""Ray plumbing shared by the stage modules: starting Ray, reading and writing stage tables."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+import pyarrow as pa
+import ray
+
+from inetseg import shards, storage
+from inetseg.config import ComputeConfig
+
+log = logging.getLogger("inetseg")
+
+
+def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
+    """Connect to Ray once: an existing cluster (address / RAY_ADDRESS / inside a job) or a local one."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
+    # Ship the working tree's package to workers when running from a checkout without install.
+    if address:
+        ray.init(address=address, **kwargs)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(**kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or None, include_dashboard=False, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True
+    ctx.print_on_execution_start = False
+
+
+def read_stage(path: str, what: str, columns: list[str] | None = None) -> ray.data.Dataset:
+    """A finished stage output as a lazy Ray Dataset (raises FileNotFoundError if missing)."""
+    shards.require(path, what)
+    files = shards.parquet_files(path)
+    if not files:
+        raise FileNotFoundError(f"{what} at {path} has no Parquet files")
+    return ray.data.read_parquet(files, columns=columns, file_extensions=["parquet"])
+
+
+def write_stage(ds: ray.data.Dataset, path: str, schema: pa.Schema, rows_per_file: int = 2000) -> None:
+    """Stream `ds` into `path` as Parquet files of the declared schema (caller marks completion)."""
+    ds = ds.map_batches(_conform, fn_kwargs={"schema": schema}, batch_format="pyarrow")
+    ds.write_parquet(storage.absolute(path), min_rows_per_file=rows_per_file)
+
+
+def _conform(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast a batch to the declared schema so every shard of a table agrees."""
+    missing = [n for n in schema.names if n not in batch.column_names]
+    if missing:
+        raise ValueError(f"batch lacks columns {missing}")
+    return batch.select(schema.names).cast(schema)
+
+
+def actor_pool(compute: ComputeConfig) -> dict[str, Any]:
+    """map_batches kwargs for an inference actor pool sized by the config (GPU when asked)."""
+    from ray.data import ActorPoolStrategy
+
+    return {
+        "compute": ActorPoolStrategy(size=compute.num_actors),
+        "num_gpus": 1 if compute.use_gpu else 0,
+        "num_cpus": compute.cpus_per_worker,
+        "batch_size": compute.inference_batch_size,
+    }
+
+
+def torch_device(use_gpu: bool):
+    """cuda when asked for and present, else cpu."""
+    import torch
+
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def set_threads(compute: ComputeConfig) -> None:
+    """Intra-op threads for torch in this process (Ray sets 1 by default for 1-CPU tasks)."""
+    import torch
+
+    n = compute.torch_threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+
+
+def stage_fingerprint(cfg: Any, *inputs: str) -> str:
+    """Hash of a stage's config and of its finished inputs, so a changed upstream forces a re-run."""
+    import hashlib
+
+    from inetseg.config import fingerprint
+
+    parts = [fingerprint(cfg)]
+    for path in inputs:
+        marker = shards.read_marker(path) if shards.is_complete(path) else {}
+        parts.append(f"{marker.get('fingerprint')}@{marker.get('finished_at')}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def run_stage(name: str, path: str, fingerprint: str, resume: bool, body: Callable[[], dict]) -> dict:
+    """Skip a finished stage (same config) or run `body` into a fresh folder and mark it complete."""
+    if resume and shards.is_complete(path, fingerprint):
+        log.info("%s: reusing finished output at %s", name, path)
+        meta = shards.read_marker(path)
+        meta["reused"] = True
+        return meta
+    shards.prepare(path)
+    meta = body()
+    return shards.mark_complete(path, fingerprint, meta)

@@ -1,0 +1,75 @@
+"""Driver side of Ray Train: build a TorchTrainer from a stage config, fit, export the final model."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any, Callable
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from inetseg import storage
+from inetseg.config import ComputeConfig
+from inetseg.train import utils
+
+log = logging.getLogger("inetseg")
+
+
+def backend(compute: ComputeConfig) -> str:
+    """nccl for GPU workers, gloo for CPU ones, unless the config names one."""
+    if compute.backend != "auto":
+        return compute.backend
+    return "nccl" if compute.use_gpu else "gloo"
+
+
+def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray.data.Dataset],
+        compute: ComputeConfig, storage_path: str, max_failures: int) -> Any:
+    """Run `loop` on compute.num_workers DDP workers; returns the Ray Train Result.
+
+    Checkpoints go to `storage_path/name`; a re-run with the same path resumes from the newest one,
+    and up to `max_failures` worker deaths are survived by restarting from it.
+    """
+    loop_config = {**loop_config, "torch_threads": compute.torch_threads, "amp": compute.amp}
+    trainer = TorchTrainer(
+        train_loop_per_worker=loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=backend(compute)),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=compute.num_workers, use_gpu=compute.use_gpu,
+            resources_per_worker={"CPU": compute.cpus_per_worker, **({"GPU": 1} if compute.use_gpu else {})}),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage.absolute(storage_path),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"{name} training failed: {result.error}")
+    return result
+
+
+def export_model(result: Any, out: str) -> dict:
+    """Copy the final checkpoint's weights and meta to `out` (model.pt, meta.json); returns the meta."""
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        for fname in (utils.MODEL_FILE, utils.META_FILE):
+            storage.write_bytes(storage.join(out, fname), open(os.path.join(d, fname), "rb").read())
+        meta = storage.read_json(storage.join(out, utils.META_FILE))
+    return meta
+
+
+def local_copy(model_dir: str) -> str:
+    """A local path to `model_dir`/model.pt on this node (downloaded when it is a cloud URI)."""
+    return utils.local_model_file(model_dir)
+
+
+def drop_train_storage(storage_path: str) -> None:
+    """Remove Ray Train's run folder once the model is exported (local runs only)."""
+    if not storage.is_uri(storage_path):
+        shutil.rmtree(storage_path, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""The classifier's per-worker training loop (what Ray Train runs on every DDP rank)."""
+from __future__ import annotations
+
+import math
+import os
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.nn.functional as F
+
+from inetseg.models.classifier import build_classifier
+from inetseg.train import utils
+
+
+def evaluate(model: torch.nn.Module, shard, batch_size: int, device: torch.device) -> dict:
+    """Loss and accuracy of `model` on a dataset shard (summed across ranks)."""
+    model.eval()
+    loss_sum = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+    with torch.no_grad():
+        for b in utils.batches(shard, batch_size, device, ("x",)):
+            logits = model(b["x"])
+            loss_sum[0] += F.cross_entropy(logits, b["y"], reduction="sum").double()
+            loss_sum[1] += (logits.argmax(1) == b["y"]).sum()
+            loss_sum[2] += len(b["y"])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(loss_sum)
+    n = max(1.0, loss_sum[2].item())
+    model.train()
+    return {"val_loss": loss_sum[0].item() / n, "val_acc": loss_sum[1].item() / n, "val_images": int(n)}
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """SGD on the tagged images; reports loss/accuracy/throughput each epoch, checkpoints on rank 0."""
+    ctx = ray.train.get_context()
+    utils.setup_threads(config["torch_threads"])
+    torch.manual_seed(config["seed"] + ctx.get_world_rank())
+    device = ray.train.torch.get_device()
+
+    model = build_classifier(config["num_classes"], config["width"])
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                weight_decay=config["weight_decay"])
+    scheduler = utils.StepDecay(optimizer, config["lr_decay_steps"], config["lr_decay"])
+    scaler = utils.make_scaler(device, config["amp"])
+
+    start_epoch, step = 0, 0
+    ckpt = ray.train.get_checkpoint()  # set after a worker failure or a resumed run
+    if ckpt:
+        with ckpt.as_directory() as d:
+            progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
+        start_epoch, step = progress["epoch"] + 1, progress["step"]
+
+    per_worker = max(1, config["batch_size"] // ctx.get_world_size())
+    steps_per_epoch = max(1, math.ceil(config["n_train"] / config["batch_size"]))
+    total_steps = min(config["max_steps"], config["epochs"] * steps_per_epoch)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+
+    model.train()
+    for epoch in range(start_epoch, config["epochs"]):
+        if step >= total_steps:
+            break
+        meter = utils.Throughput()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in utils.batches(train_shard, per_worker, device, ("x",)):
+            with utils.autocast(device, config["amp"]):
+                logits = model(b["x"])
+                loss = F.cross_entropy(logits, b["y"])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            n = len(b["y"])
+            meter.add(n)
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == b["y"]).sum().item()
+            seen += n
+            if step >= total_steps:
+                break
+        metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
+                   "train_acc": correct / max(1, seen), "images_per_sec": meter.rate(),
+                   "lr": scheduler.get_last_lr()[0]}
+        metrics.update(evaluate(model, val_shard, per_worker, device))
+        last = epoch == config["epochs"] - 1 or step >= total_steps
+        checkpoint = None
+        if ctx.get_world_rank() == 0 and (last or (epoch + 1) % config["checkpoint_every_epochs"] == 0):
+            meta = {"kind": "classifier", "num_classes": config["num_classes"], "width": config["width"],
+                    "classes": config["classes"], "input_size": config["input_size"], "metrics": metrics}
+            d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step}, meta)
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+        if checkpoint is not None:
+            _cleanup(checkpoint.path)
+
+
+def _cleanup(path: str) -> None:
+    """Remove the temp checkpoint folder once Ray Train has persisted it."""
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,99 @@
+"""Batch transforms run inside Ray Data (decode + augment), so training loops only see tensors."""
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+
+from inetseg import imaging
+from inetseg.schema import IGNORE
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float32 in [-1, 1] (mean/std 0.5: no borrowed ImageNet stats)."""
+    x = images.astype(np.float32).transpose(0, 3, 1, 2)
+    return x / 127.5 - 1.0
+
+
+def in_holdout(ids, fraction: float) -> np.ndarray:
+    """Deterministic split by id hash: the same image is always on the same side."""
+    if fraction <= 0:
+        return np.zeros(len(ids), dtype=bool)
+    cut = int(fraction * 2**32)
+    return np.array([int.from_bytes(hashlib.md5(str(i).encode()).digest()[:4], "little") < cut for i in ids])
+
+
+def _random_crop_box(rng: np.random.Generator, h: int, w: int, scale: tuple[float, float],
+                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """A random-resized-crop box (y, x, ch, cw), as torchvision's RandomResizedCrop samples it."""
+    area = h * w
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw, ch = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def classifier_batch(batch: dict, input_size: int, augment: bool, holdout: float = 0.0,
+                     want_holdout: bool = False) -> dict:
+    """Rows of the IMAGES table -> {'x': N x 3 x S x S float32, 'y': N int64 (0-based class)}.
+
+    Keeps only the rows on the requested side of the holdout split.
+    """
+    keep = in_holdout(batch["id"], holdout) == want_holdout
+    rng = np.random.default_rng()
+    xs, ys = [], []
+    for data, label, k in zip(batch["image"], batch["label"], keep):
+        if not k:
+            continue
+        img = imaging.decode_rgb(data)
+        if augment:
+            y0, x0, ch, cw = _random_crop_box(rng, *img.shape[:2], scale=(0.35, 1.0))
+            img = img[y0:y0 + ch, x0:x0 + cw]
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+        xs.append(imaging.resize_square(np.ascontiguousarray(img), input_size))
+        ys.append(int(label) - 1)
+    if not xs:
+        return {"x": np.zeros((0, 3, input_size, input_size), np.float32), "y": np.zeros(0, np.int64)}
+    return {"x": normalise(np.stack(xs)), "y": np.asarray(ys, dtype=np.int64)}
+
+
+def segmenter_batch(batch: dict, input_size: int, augment: bool) -> dict:
+    """Rows of the PSEUDO table -> {'x': N x 3 x S x S float32, 'mask': N x S x S int64 (255 = ignore)}.
+
+    Image and mask get the same crop and flip; the mask is resized with nearest neighbour.
+    """
+    rng = np.random.default_rng()
+    xs, ms = [], []
+    for data, mdata in zip(batch["image"], batch["mask"]):
+        img = imaging.decode_rgb(data)
+        mask = imaging.decode_mask(mdata)
+        if augment:
+            # Scale jitter then a crop, DeepLab style; padding with 'ignore' keeps the loss honest.
+            s = rng.uniform(0.75, 1.25) * input_size / max(img.shape[:2])
+            h, w = max(1, int(img.shape[0] * s)), max(1, int(img.shape[1] * s))
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+            ph, pw = max(0, input_size - h), max(0, input_size - w)
+            img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            mask = cv2.copyMakeBorder(mask, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=IGNORE)
+            y0 = int(rng.integers(0, img.shape[0] - input_size + 1))
+            x0 = int(rng.integers(0, img.shape[1] - input_size + 1))
+            img = img[y0:y0 + input_size, x0:x0 + input_size]
+            mask = mask[y0:y0 + input_size, x0:x0 + input_size]
+            if rng.random() < 0.5:
+                img, mask = img[:, ::-1], mask[:, ::-1]
+        else:
+            img = imaging.resize_square(img, input_size)
+            mask = imaging.resize_labels(mask, input_size, input_size)
+        xs.append(np.ascontiguousarray(img))
+        ms.append(np.ascontiguousarray(mask))
+    if not xs:
+        return {"x": np.zeros((0, 3, input_size, input_size), np.float32),
+                "mask": np.zeros((0, input_size, input_size), np.int64)}
+    return {"x": normalise(np.stack(xs)), "mask": np.stack(ms).astype(np.int64)}

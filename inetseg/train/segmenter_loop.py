@@ -1,0 +1,94 @@
+"""The segmenter's per-worker training loop: pseudo labels, 255 ignored, backbone from the classifier."""
+from __future__ import annotations
+
+import math
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.nn.functional as F
+
+from inetseg.models.classifier import build_classifier
+from inetseg.models.segmenter import Segmenter
+from inetseg.schema import IGNORE
+from inetseg.train import utils
+from inetseg.train.classifier_loop import _cleanup
+
+
+def build_from_classifier(config: dict) -> Segmenter:
+    """A segmenter whose backbone starts from the trained classifier (no outside weights)."""
+    classifier = build_classifier(config["num_classes"], config["width"])
+    if config.get("classifier_dir"):
+        weights = utils.local_model_file(config["classifier_dir"])
+        classifier.load_state_dict(torch.load(weights, map_location="cpu"))
+    return Segmenter.from_classifier(classifier, config["num_classes"], config["width"],
+                                     tuple(config["aspp_rates"]))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """SGD with a poly schedule and a 10x head learning rate, as DeepLab trains."""
+    ctx = ray.train.get_context()
+    utils.setup_threads(config["torch_threads"])
+    torch.manual_seed(config["seed"] + ctx.get_world_rank())
+    device = ray.train.torch.get_device()
+
+    model = build_from_classifier(config)
+    groups = [{"params": list(model.backbone_parameters()), "lr": config["lr"]},
+              {"params": list(model.head_parameters()), "lr": config["lr"] * config["lr_head_mult"]}]
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"],
+                                weight_decay=config["weight_decay"])
+    steps_per_epoch = max(1, math.ceil(config["n_train"] / config["batch_size"]))
+    total_steps = min(config["max_steps"], config["epochs"] * steps_per_epoch)
+    scheduler = utils.PolyDecay(optimizer, total_steps)
+    scaler = utils.make_scaler(device, config["amp"])
+
+    start_epoch, step = 0, 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
+        start_epoch, step = progress["epoch"] + 1, progress["step"]
+
+    per_worker = max(1, config["batch_size"] // ctx.get_world_size())
+    shard = ray.train.get_dataset_shard("train")
+    model.train()
+    for epoch in range(start_epoch, config["epochs"]):
+        if step >= total_steps:
+            break
+        meter = utils.Throughput()
+        loss_sum, seen, labelled, correct = 0.0, 0, 0, 0
+        for b in utils.batches(shard, per_worker, device, ("x",)):
+            with utils.autocast(device, config["amp"]):
+                logits = model(b["x"])  # N x (K+1) x S x S
+                loss = F.cross_entropy(logits, b["mask"], ignore_index=IGNORE)
+            if not torch.isfinite(loss):  # a batch of only-ignore pixels has no loss to follow
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            valid = b["mask"] != IGNORE
+            labelled += int(valid.sum())
+            correct += int(((logits.argmax(1) == b["mask"]) & valid).sum())
+            meter.add(len(b["x"]))
+            loss_sum += loss.item() * len(b["x"])
+            seen += len(b["x"])
+            if step >= total_steps:
+                break
+        metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
+                   "pseudo_pixel_acc": correct / max(1, labelled), "images_per_sec": meter.rate(),
+                   "lr": scheduler.get_last_lr()[0]}
+        last = epoch == config["epochs"] - 1 or step >= total_steps
+        checkpoint = None
+        if ctx.get_world_rank() == 0 and (last or (epoch + 1) % config["checkpoint_every_epochs"] == 0):
+            meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
+                    "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],
+                    "input_size": config["input_size"], "metrics": metrics}
+            d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step}, meta)
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+        if checkpoint is not None:
+            _cleanup(checkpoint.path)

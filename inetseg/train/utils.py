@@ -1,0 +1,111 @@
+"""Per-worker helpers for the Ray Train loops: device, AMP, checkpoints, learning-rate schedules."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+MODEL_FILE = "model.pt"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+def setup_threads(torch_threads: int) -> None:
+    """Ray gives a 1-CPU worker one intra-op thread; on a CPU node we want the cores we were sized for."""
+    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on GPU (bf16 where supported, else fp16); a no-op on CPU."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """Loss scaler for fp16 AMP; disabled (pass-through) on CPU or bf16."""
+    use = device.type == "cuda" and enabled and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=use)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module behind DDP."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint_dir(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        progress: dict, meta: dict) -> str:
+    """Write model weights + training state into a fresh temp folder (for ray.train.Checkpoint)."""
+    d = tempfile.mkdtemp(prefix="inetseg-ckpt-")
+    torch.save(unwrap(model).state_dict(), os.path.join(d, MODEL_FILE))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress},
+               os.path.join(d, STATE_FILE))
+    with open(os.path.join(d, META_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    return d
+
+
+def load_checkpoint_dir(d: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any) -> dict:
+    """Restore weights + state from a checkpoint folder; returns the saved progress dict."""
+    unwrap(model).load_state_dict(torch.load(os.path.join(d, MODEL_FILE), map_location="cpu"))
+    state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    return state
+
+
+def local_model_file(model_dir: str) -> str:
+    """A path on this node to `model_dir`/model.pt, downloaded first when the folder is a cloud URI."""
+    from inetseg import storage
+
+    path = storage.join(model_dir, MODEL_FILE)
+    if not storage.is_uri(path):
+        return path
+    local = os.path.join(tempfile.mkdtemp(prefix="inetseg-model-"), MODEL_FILE)
+    with open(local, "wb") as f:
+        f.write(storage.read_bytes(path))
+    return local
+
+
+class StepDecay(torch.optim.lr_scheduler.LambdaLR):
+    """Caffe 'step' policy (paper): lr * gamma ** (step // step_size), stepped every iteration."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, step_size: int, gamma: float):
+        super().__init__(optimizer, lambda s: gamma ** (s // max(1, step_size)))
+
+
+class PolyDecay(torch.optim.lr_scheduler.LambdaLR):
+    """DeepLab 'poly' policy: lr * (1 - step / total) ** power, stepped every iteration."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
+        super().__init__(optimizer, lambda s: max(0.0, 1 - s / max(1, total_steps)) ** power)
+
+
+class Throughput:
+    """Images per second over a window, for the reported metrics."""
+
+    def __init__(self) -> None:
+        self.t0, self.n = time.perf_counter(), 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+
+    def rate(self) -> float:
+        dt = time.perf_counter() - self.t0
+        return self.n / dt if dt > 0 else 0.0
+
+
+def batches(shard: Any, batch_size: int, device: torch.device, keys: tuple[str, ...]) -> Iterator[dict]:
+    """Torch batches from a Ray dataset shard, empty batches skipped (a filter may empty one)."""
+    for b in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False):
+        if len(b[keys[0]]) == 0:
+            continue
+        yield b

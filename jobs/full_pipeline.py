@@ -1,0 +1,30 @@
+"""Ray Job entry point: the whole inetseg pipeline.
+
+    python jobs/full_pipeline.py                       # offline demo: synthetic corpus, local Ray + MLflow
+    python jobs/full_pipeline.py --config jobs/configs/paper.yaml out=s3://bucket/run1
+    ray job submit --working-dir . -- python jobs/full_pipeline.py [--config FILE] [--out DIR] [key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Under `ray job submit --working-dir .` the package is in the working dir, not necessarily installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from inetseg.cli import add_pipeline_args, main  # noqa: E402
+
+
+def parse(argv: list[str]) -> list[str]:
+    """Validate the job's own arguments (for --help), then hand them to `inetseg pipeline`."""
+    parser = argparse.ArgumentParser(prog="full_pipeline.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="All keys: `inetseg pipeline --help`.")
+    add_pipeline_args(parser)
+    parser.parse_args(argv)
+    return ["pipeline", *argv]
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse(sys.argv[1:])))
