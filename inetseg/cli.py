@@ -105,6 +105,11 @@ def run_stage(args: argparse.Namespace) -> int:
     missing = [k for k in REQUIRED[name] if not getattr(cfg, k)]
     if missing:
         raise C.ConfigError(f"{name} needs {', '.join(k + '=...' for k in missing)}")
+    from inetseg import storage
+
+    for key in REQUIRED[name]:  # fail on a missing input before paying for a Ray start
+        if key != "out" and not storage.exists(getattr(cfg, key)):
+            raise FileNotFoundError(f"{name}: {key}={getattr(cfg, key)} does not exist")
     resume = not args.no_resume
     if name == "synth":
         from inetseg.sources import synth

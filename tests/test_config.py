@@ -1,0 +1,65 @@
+"""Config loading: defaults, YAML, overrides, and one-line errors for user mistakes."""
+import pytest
+
+from inetseg import config as C
+from inetseg.pipeline import load_config
+
+
+def test_overrides_are_typed_against_the_schema():
+    cfg = C.load(C.ClassifierConfig, None, ["epochs=3", "lr=0.5", "compute.use_gpu=true"])
+    assert cfg.epochs == 3 and isinstance(cfg.epochs, int)
+    assert cfg.lr == 0.5
+    assert cfg.compute.use_gpu is True
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(C.ConfigError, match="unknown config key 'classifier.nope'"):
+        load_config("demo", None, ["classifier.nope=1"])
+
+
+def test_bad_value_is_named():
+    with pytest.raises(C.ConfigError, match="classifier.epochs"):
+        load_config("demo", None, ["classifier.epochs=many"])
+    with pytest.raises(C.ConfigError, match="delta_background <= delta_object"):
+        load_config("demo", None, ["attention.delta_object=0.2", "attention.delta_background=0.5"])
+
+
+def test_yaml_file_and_section(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("classifier:\n  epochs: 7\nattention:\n  delta_object: 0.7\n")
+    cfg = load_config("demo", str(f), ["attention.delta_background=0.4"])
+    assert cfg.classifier.epochs == 7
+    assert cfg.attention.delta_object == 0.7 and cfg.attention.delta_background == 0.4
+    stage = C.load(C.ClassifierConfig, str(f), [], section="classifier")
+    assert stage.epochs == 7
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(C.ConfigError, match="not found"):
+        load_config("demo", str(tmp_path / "missing.yaml"), [])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(C.ConfigError, match="not valid YAML"):
+        load_config("demo", str(bad), [])
+
+
+def test_paths_chain_from_out(tmp_path):
+    cfg = load_config("demo", None, [f"out={tmp_path}"])
+    assert cfg.ingest.out == str(tmp_path / "images")
+    assert cfg.classifier.images == cfg.ingest.out
+    assert cfg.attention.images.startswith(cfg.filter.out)
+    assert cfg.evaluate.predictions == cfg.crf.out
+    uri = load_config("demo", None, ["out=s3://bucket/run"])
+    assert uri.segmenter.out == "s3://bucket/run/segmenter"
+
+
+def test_fingerprint_changes_with_config():
+    a, b = C.ClassifierConfig(), C.ClassifierConfig(epochs=2)
+    assert C.fingerprint(a) == C.fingerprint(C.ClassifierConfig())
+    assert C.fingerprint(a) != C.fingerprint(b)
+
+
+def test_flatten_for_mlflow():
+    flat = C.flatten(C.to_dict(C.SegmenterConfig()))
+    assert flat["compute.num_workers"] == 1
+    assert flat["aspp_rates"] == "6,12,18"
