@@ -25,7 +25,8 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**kwargs)
     else:
-        ray.init(num_cpus=num_cpus or None, include_dashboard=False, **kwargs)
+        # "local" starts a fresh Ray even when a `ray start` cluster runs on this machine.
+        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False

@@ -1,0 +1,55 @@
+"""`ray job submit --working-dir . -- python jobs/full_pipeline.py` against a local `ray start --head`."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A real single-node Ray cluster with its dashboard (job API) on a free port; stopped afterwards."""
+    temp = tmp_path_factory.mktemp("ray")
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    start = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port),
+             "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+             f"--temp-dir={temp}", "--disable-usage-stats"]
+    subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_job_submit_runs_the_pipeline(head, tmp_path):
+    address, env = head
+    out = tmp_path / "job-run"
+    env = {**env, "RAY_AUTH_MODE": "token"}  # ray start --head enables token auth for the job API
+    # A copy of the working tree without virtual environments or earlier runs, as a user would upload.
+    work = tmp_path / "src"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", "venv", "runs", ".git", "__pycache__",
+                                                              ".pytest_cache", "*.egg-info"))
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
+           "python", "jobs/full_pipeline.py", f"out={out}", *TINY]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout.lower()
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["miou"] <= 1
+    assert summary["counts"]["test_images"] == 8
