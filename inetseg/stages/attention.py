@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from ray.data.expressions import col
 
 from inetseg import config as C
 from inetseg import imaging, schema, shards
@@ -73,7 +74,7 @@ def run(cfg: C.AttentionConfig, resume: bool = True) -> dict:
     def body() -> dict:
         t0 = time.time()
         ds = read_stage(cfg.images, "filtered image shards", columns=["id", "tag", "label", "status", "image"])
-        ds = ds.filter(expr="status == 'ok'")
+        ds = ds.filter(expr=col("status") == schema.STATUS_OK)
         out = ds.map_batches(PseudoLabeler, batch_format="numpy",
                              fn_constructor_kwargs={"model_dir": cfg.model, "cfg": cfg},
                              **actor_pool(cfg.compute))

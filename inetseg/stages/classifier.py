@@ -6,6 +6,7 @@ import time
 
 import pyarrow.compute as pc
 import ray
+from ray.data.expressions import col
 
 from inetseg import config as C
 from inetseg import schema, shards
@@ -20,7 +21,7 @@ log = logging.getLogger("inetseg")
 def image_dataset(path: str) -> ray.data.Dataset:
     """The ok rows of an IMAGES table (failed rows stay on disk, counted, never trained on)."""
     ds = read_stage(path, "image shards", columns=["id", "label", "status", "image"])
-    return ds.filter(expr="status == 'ok'")
+    return ds.filter(expr=col("status") == schema.STATUS_OK)
 
 
 def classes_of(images: str) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from ray.data.expressions import col
 import torch
 
 from inetseg import config as C
@@ -75,7 +76,7 @@ def run(cfg: C.FilterConfig, resume: bool = True, round_: int = 1) -> dict:
         t0 = time.time()
         scores_dir, images_dir = storage.join(cfg.out, "scores"), storage.join(cfg.out, "images")
         ds = read_stage(cfg.images, "image shards", columns=["id", "tag", "label", "status", "image"])
-        ds = ds.filter(expr="status == 'ok'")
+        ds = ds.filter(expr=col("status") == schema.STATUS_OK)
         rule = {"rule": cfg.rule, "threshold": cfg.threshold, "top_k": cfg.top_k}
         scored = ds.map_batches(Scorer, batch_format="numpy",
                                 fn_constructor_kwargs={"model_dir": cfg.model, "compute": cfg.compute,
