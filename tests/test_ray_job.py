@@ -1,6 +1,7 @@
 """`ray job submit --working-dir . -- python jobs/full_pipeline.py` against a local `ray start --head`."""
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,7 +26,11 @@ def head(tmp_path_factory):
     """A real single-node Ray cluster with its dashboard (job API) on a free port; stopped afterwards."""
     temp = tmp_path_factory.mktemp("ray")
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token auth on, as `ray start --head` has it by default once a token exists; the same token in
+    # the environment of the head and of the client, so the test does not depend on ~/.ray.
+    # PATH first: the job's `python` must be this environment's, as it is for a user in their venv.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     start = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port),
              "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
@@ -40,7 +45,6 @@ def head(tmp_path_factory):
 def test_job_submit_runs_the_pipeline(head, tmp_path):
     address, env = head
     out = tmp_path / "job-run"
-    env = {**env, "RAY_AUTH_MODE": "token"}  # ray start --head enables token auth for the job API
     # A copy of the working tree without virtual environments or earlier runs, as a user would upload.
     work = tmp_path / "src"
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", "venv", "runs", ".git", "__pycache__",
@@ -53,3 +57,12 @@ def test_job_submit_runs_the_pipeline(head, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["miou"] <= 1
     assert summary["counts"]["test_images"] == 8
+
+
+def test_job_submit_without_token_is_refused(head):
+    address, env = head
+    env = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env["HOME"] = "/nonexistent-home"  # no ~/.ray/auth_token to fall back on
+    proc = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
