@@ -21,7 +21,7 @@ DEMO: dict = {
     "out": "runs/demo",
     "synth": {"num_classes": 5, "images_per_class": 300, "test_images": 150, "image_size": 128},
     "ingest": {"max_side": 128, "rows_per_shard": 500},
-    "classifier": {"width": 0.5, "input_size": 128, "epochs": 12, "batch_size": 64, "lr": 0.05,
+    "classifier": {"width": 0.5, "input_size": 128, "epochs": 12, "batch_size": 64, "lr": 0.02,
                    "lr_decay_steps": 100, "lr_decay": 0.9, "holdout_fraction": 0.05,
                    "compute": _CPU},
     "filter": {"compute": _CPU},

@@ -47,7 +47,7 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
         if n_ok == 0:
             raise ValueError(f"no usable images in {cfg.images}")
         ds = image_dataset(cfg.images)
-        train = ds.map_batches(classifier_batch, batch_format="numpy", batch_size=64,
+        train = ds.randomize_block_order().map_batches(classifier_batch, batch_format="numpy", batch_size=64,
                                fn_kwargs={"input_size": cfg.input_size, "augment": True,
                                           "holdout": cfg.holdout_fraction, "want_holdout": False})
         val = ds.map_batches(classifier_batch, batch_format="numpy", batch_size=64,

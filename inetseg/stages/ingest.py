@@ -42,6 +42,9 @@ def list_source(source: str, classes: list[str]) -> tuple[list[dict], list[str]]
     for label, tag in enumerate(classes, start=1):
         for path in storage.list_files(storage.join(source, tag)):
             items.append({"source": path, "tag": tag, "label": label})
+    # Mix the tags across shards (deterministically): a folder-ordered table would feed SGD one
+    # class at a time, and block-level shuffling cannot undo that.
+    items.sort(key=lambda it: row_id(it["source"]))
     return items, classes
 
 

@@ -27,7 +27,7 @@ def run(cfg: C.SegmenterConfig, resume: bool = True) -> dict:
         if n == 0:
             raise ValueError(f"no pseudo-labelled images in {cfg.pseudo}")
         ds = read_stage(cfg.pseudo, "pseudo-label shards", columns=["image", "mask"])
-        train = ds.map_batches(segmenter_batch, batch_format="numpy", batch_size=32,
+        train = ds.randomize_block_order().map_batches(segmenter_batch, batch_format="numpy", batch_size=32,
                                fn_kwargs={"input_size": cfg.input_size, "augment": True})
         loop_config = {**C.to_dict(cfg), "num_classes": cmeta["num_classes"], "width": cmeta["width"],
                        "classes": cmeta["classes"], "n_train": n,

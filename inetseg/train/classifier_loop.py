@@ -63,7 +63,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         meter = utils.Throughput()
         loss_sum, correct, seen = 0.0, 0, 0
-        for b in utils.batches(train_shard, per_worker, device, ("x",)):
+        for b in utils.batches(train_shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker):
             with utils.autocast(device, config["amp"]):
                 logits = model(b["x"])
                 loss = F.cross_entropy(logits, b["y"])

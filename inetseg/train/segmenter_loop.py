@@ -58,7 +58,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         meter = utils.Throughput()
         loss_sum, seen, labelled, correct = 0.0, 0, 0, 0
-        for b in utils.batches(shard, per_worker, device, ("x",)):
+        for b in utils.batches(shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker):
             with utils.autocast(device, config["amp"]):
                 logits = model(b["x"])  # N x (K+1) x S x S
                 loss = F.cross_entropy(logits, b["mask"], ignore_index=IGNORE)

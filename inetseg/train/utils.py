@@ -103,9 +103,14 @@ class Throughput:
         return self.n / dt if dt > 0 else 0.0
 
 
-def batches(shard: Any, batch_size: int, device: torch.device, keys: tuple[str, ...]) -> Iterator[dict]:
-    """Torch batches from a Ray dataset shard, empty batches skipped (a filter may empty one)."""
-    for b in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False):
+def batches(shard: Any, batch_size: int, device: torch.device, keys: tuple[str, ...],
+            shuffle_buffer: int = 0) -> Iterator[dict]:
+    """Torch batches from a Ray dataset shard, empty batches skipped (a filter may empty one).
+
+    shuffle_buffer > 0 mixes rows across blocks within a window of that many rows (training).
+    """
+    kwargs = {"local_shuffle_buffer_size": shuffle_buffer} if shuffle_buffer else {}
+    for b in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False, **kwargs):
         if len(b[keys[0]]) == 0:
             continue
         yield b
