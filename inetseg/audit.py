@@ -31,7 +31,7 @@ def pseudo_label_quality(pseudo: str, truth: dict[str, dict], classes: list[str]
     """mIoU of the pseudo labels against the hidden GT, plus precision on labelled pixels."""
     t = shards.read_table(pseudo, columns=["id", "mask"])
     n = len(classes) + 1
-    cm = np.zeros((n, n), np.int64)
+    cm = np.zeros((n, n + 1), np.int64)
     labelled = correct = total = 0
     matched = 0
     for pid, mbytes in zip(t.column("id").to_pylist(), t.column("mask").to_pylist()):

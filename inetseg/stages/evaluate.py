@@ -15,7 +15,7 @@ log = logging.getLogger("inetseg")
 
 def _batch_confusion(batch: dict, num_classes: int) -> dict:
     """Confusion matrices of one batch: the predictions and the all-background baseline."""
-    cm = np.zeros((num_classes, num_classes), np.int64)
+    cm = np.zeros((num_classes, num_classes + 1), np.int64)
     base = np.zeros_like(cm)
     for gt_bytes, pred_bytes in zip(batch["gt"], batch["pred"]):
         if gt_bytes is None:  # unlabelled input: nothing to score
@@ -32,11 +32,12 @@ def confusion(predictions: str, num_classes: int) -> tuple[np.ndarray, np.ndarra
     ds = read_stage(predictions, "predictions", columns=["gt", "pred"])
     parts = ds.map_batches(_batch_confusion, batch_format="numpy", batch_size=32,
                            fn_kwargs={"num_classes": num_classes})
-    cm = np.zeros((num_classes, num_classes), np.int64)
+    shape = (num_classes, num_classes + 1)
+    cm = np.zeros(shape, np.int64)
     base = np.zeros_like(cm)
     for b in parts.iter_batches(batch_format="numpy", batch_size=None):
-        cm += b["cm"].sum(0).reshape(num_classes, num_classes)
-        base += b["base"].sum(0).reshape(num_classes, num_classes)
+        cm += b["cm"].sum(0).reshape(shape)
+        base += b["base"].sum(0).reshape(shape)
     return cm, base
 
 

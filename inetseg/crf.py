@@ -1,0 +1,30 @@
+"""Dense CRF post-processing of one image's class probabilities (pydensecrf): pure, no Ray."""
+from __future__ import annotations
+
+import numpy as np
+import pydensecrf.densecrf as dcrf
+
+
+def dense_crf(image: np.ndarray, probs: np.ndarray, cfg) -> np.ndarray:
+    """Refined marginals (C x H x W float32) of a fully connected CRF with Gaussian + bilateral kernels.
+
+    image: H x W x 3 uint8 RGB; probs: C x H x W softmax; cfg: CRFConfig (iterations, kernel widths).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be H x W x 3 uint8, got {image.shape} {image.dtype}")
+    if probs.ndim != 3 or probs.shape[1:] != image.shape[:2]:
+        raise ValueError(f"probs must be C x {image.shape[0]} x {image.shape[1]}, got {probs.shape}")
+    c, h, w = probs.shape
+    d = dcrf.DenseCRF2D(w, h, c)
+    unary = -np.log(np.clip(probs.astype(np.float32), 1e-8, 1.0)).reshape(c, -1)
+    d.setUnaryEnergy(np.ascontiguousarray(unary))
+    d.addPairwiseGaussian(sxy=cfg.gaussian_sxy, compat=cfg.gaussian_compat)
+    d.addPairwiseBilateral(sxy=cfg.bilateral_sxy, srgb=cfg.bilateral_srgb,
+                           rgbim=np.ascontiguousarray(image), compat=cfg.bilateral_compat)
+    q = d.inference(cfg.iterations)
+    return np.asarray(q, dtype=np.float32).reshape(c, h, w)
+
+
+def crf_labels(image: np.ndarray, probs: np.ndarray, cfg) -> np.ndarray:
+    """The CRF's labelling, H x W uint8."""
+    return dense_crf(image, probs, cfg).argmax(0).astype(np.uint8)

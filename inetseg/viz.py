@@ -1,0 +1,61 @@
+"""Pictures for people: colour label maps, heatmaps, image grids (pure numpy/cv2)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (n x 3 uint8); 255 = ignore drawn light grey."""
+    pal = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    if n > 255:
+        pal[255] = (224, 224, 192)
+    return pal
+
+
+_PALETTE = palette()
+
+
+def colorize(label_map: np.ndarray) -> np.ndarray:
+    """H x W uint8 class ids -> H x W x 3 uint8 RGB."""
+    return _PALETTE[label_map.astype(np.uint8)]
+
+
+def heatmap(att: np.ndarray) -> np.ndarray:
+    """H x W float in [0, 1] -> H x W x 3 uint8 RGB (JET colour map)."""
+    u8 = (np.clip(att, 0, 1) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def grid(rows: list[list[np.ndarray]], titles: list[str] | None = None, cell: int = 128) -> np.ndarray:
+    """Cells (H x W x 3 uint8) resized to cell x cell, 2-px white borders, optional column titles on top."""
+    ncol = max(len(r) for r in rows)
+    pad = 2
+    head = 18 if titles else 0
+    h = head + len(rows) * (cell + pad) + pad
+    w = ncol * (cell + pad) + pad
+    out = np.full((h, w, 3), 255, np.uint8)
+    for j, title in enumerate(titles or []):
+        cv2.putText(out, title, (pad + j * (cell + pad) + 2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = head + pad + i * (cell + pad), pad + j * (cell + pad)
+            out[y:y + cell, x:x + cell] = cv2.resize(img, (cell, cell), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """H x W x 3 RGB uint8 -> PNG bytes."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
