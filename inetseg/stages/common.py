@@ -38,7 +38,8 @@ def read_stage(path: str, what: str, columns: list[str] | None = None) -> ray.da
     files = shards.parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{what} at {path} has no Parquet files")
-    return ray.data.read_parquet(files, columns=columns, file_extensions=["parquet"])
+    ds = ray.data.read_parquet(files, file_extensions=["parquet"])
+    return ds.select_columns(columns) if columns else ds
 
 
 def write_stage(ds: ray.data.Dataset, path: str, schema: pa.Schema, rows_per_file: int = 2000) -> None:
