@@ -1,0 +1,65 @@
+"""Metrics on hand-computed cases, the real dense CRF on a two-region image, visualisation shapes."""
+import numpy as np
+import pytest
+
+from inetseg import metrics, viz
+from inetseg.config import CRFConfig
+from inetseg.crf import crf_labels, dense_crf
+
+
+def test_confusion_and_iou_by_hand():
+    gt = np.array([[0, 0, 1, 1], [0, 2, 2, 255]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 0, 2]])
+    cm = metrics.confusion_matrix(gt, pred, 3)
+    assert cm[:, :3].tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 1]]
+    iou = metrics.iou_from_confusion(cm)
+    assert np.allclose(iou, [2 / 4, 2 / 3, 1 / 2])
+    assert metrics.miou(cm) == pytest.approx(np.mean([0.5, 2 / 3, 0.5]))
+
+
+def test_absent_class_and_no_label_predictions():
+    gt = np.array([0, 0, 1, 1])
+    cm = metrics.confusion_matrix(gt, np.array([0, 0, 1, 255]), 3)
+    iou = metrics.iou_from_confusion(cm)
+    assert np.isnan(iou[2]) and iou[1] == pytest.approx(0.5) and iou[0] == 1
+    assert metrics.miou(cm) == pytest.approx(0.75)
+    base = metrics.confusion_matrix(gt, np.zeros(4, int), 3)
+    assert metrics.miou(base) == pytest.approx(0.25)  # background 0.5, class 1 zero
+
+
+def _two_regions():
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20] = (200, 30, 30)
+    img[:, 20:] = (30, 30, 200)
+    truth = np.zeros((40, 40), np.uint8)
+    truth[:, 20:] = 1
+    rng = np.random.default_rng(0)
+    p1 = np.clip(np.where(truth == 1, 0.6, 0.4) + rng.normal(0, 0.25, truth.shape), 0.01, 0.99)
+    return img, truth, np.stack([1 - p1, p1]).astype(np.float32)
+
+
+def test_crf_cleans_noisy_probabilities():
+    img, truth, probs = _two_regions()
+    before = (probs.argmax(0) == truth).mean()
+    after = (crf_labels(img, probs, CRFConfig()) == truth).mean()
+    assert after > before and after > 0.95
+    q = dense_crf(img, probs, CRFConfig(iterations=2))
+    assert q.shape == probs.shape and np.allclose(q.sum(0), 1, atol=1e-3)
+
+
+def test_crf_rejects_bad_shapes():
+    img, _, probs = _two_regions()
+    with pytest.raises(ValueError):
+        dense_crf(img[:, :10], probs, CRFConfig())
+    with pytest.raises(ValueError):
+        dense_crf(img.astype(np.float32), probs, CRFConfig())
+
+
+def test_viz():
+    lab = np.array([[0, 1], [2, 255]], np.uint8)
+    col = viz.colorize(lab)
+    assert col.shape == (2, 2, 3) and col.dtype == np.uint8 and (col[0, 0] == 0).all()
+    assert viz.heatmap(np.random.rand(5, 6)).shape == (5, 6, 3)
+    g = viz.grid([[col, col], [col, col]], ["a", "b"], cell=16)
+    assert g.shape[2] == 3 and g.shape[1] == 2 * 16 + 3 * 2
+    assert viz.encode_png(g)[:4] == b"\x89PNG"
