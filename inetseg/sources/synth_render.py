@@ -9,9 +9,10 @@ BODY_COLOURS = np.array([
     (150, 110, 80), (120, 130, 90), (110, 110, 140), (160, 140, 100), (100, 120, 120), (140, 100, 120),
 ], dtype=np.float32)
 
-# Emblems: the small class-discriminative part. 20 classes = 10 shapes x 2 colour families.
+# Emblems: the small class-discriminative part, a (shape, colour) pair unique to each of 20 classes.
 PART_SHAPES = ("disc", "square", "triangle", "cross", "diamond", "ring", "star", "bar", "chevron", "dots")
-PART_COLOURS = np.array([(235, 40, 40), (40, 90, 235), (245, 215, 30), (30, 200, 80)], dtype=np.float32)
+PART_COLOURS = np.array([(235, 40, 40), (40, 90, 235), (245, 215, 30), (30, 200, 80), (220, 60, 220)],
+                        dtype=np.float32)
 
 
 def value_noise(rng: np.random.Generator, size: int, octaves: tuple[int, ...] = (4, 8, 16, 32)) -> np.ndarray:
@@ -109,9 +110,9 @@ def part_mask(shape: str, size: int, centre: tuple[float, float], radius: float,
 
 
 def class_part(class_index: int) -> tuple[str, np.ndarray]:
-    """(shape, colour) of class 1..20's emblem: each class differs from every other in shape or colour."""
+    """(shape, colour) of class 1..20's emblem: unique pairs; the first five differ in both."""
     i = class_index - 1
-    return PART_SHAPES[i % len(PART_SHAPES)], PART_COLOURS[(i // len(PART_SHAPES) + i) % len(PART_COLOURS)]
+    return PART_SHAPES[i % len(PART_SHAPES)], PART_COLOURS[(i + i // len(PART_SHAPES)) % len(PART_COLOURS)]
 
 
 def finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
