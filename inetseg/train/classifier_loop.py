@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import ray.train
 import ray.train.torch
@@ -10,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from inetseg.models.classifier import build_classifier
-from inetseg.train import utils
+from inetseg.train import session, utils
 
 
 def evaluate(model: torch.nn.Module, shard, batch_size: int, device: torch.device) -> dict:
@@ -44,12 +43,7 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = utils.StepDecay(optimizer, config["lr_decay_steps"], config["lr_decay"])
     scaler = utils.make_scaler(device, config["amp"])
 
-    start_epoch, step = 0, 0
-    ckpt = ray.train.get_checkpoint()  # set after a worker failure or a resumed run
-    if ckpt:
-        with ckpt.as_directory() as d:
-            progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
-        start_epoch, step = progress["epoch"] + 1, progress["step"]
+    start_epoch, step = session.resume(model, optimizer, scheduler)  # after a worker failure
 
     per_worker = max(1, config["batch_size"] // ctx.get_world_size())
     steps_per_epoch = max(1, math.ceil(config["n_train"] / config["batch_size"]))
@@ -67,11 +61,7 @@ def train_loop_per_worker(config: dict) -> None:
             with utils.autocast(device, config["amp"]):
                 logits = model(b["x"])
                 loss = F.cross_entropy(logits, b["y"])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            session.sgd_step(loss, optimizer, scaler, scheduler)
             step += 1
             n = len(b["y"])
             meter.add(n)
@@ -84,21 +74,7 @@ def train_loop_per_worker(config: dict) -> None:
                    "train_acc": correct / max(1, seen), "images_per_sec": meter.rate(),
                    "lr": scheduler.get_last_lr()[0]}
         metrics.update(evaluate(model, val_shard, per_worker, device))
-        last = epoch == config["epochs"] - 1 or step >= total_steps
-        checkpoint = None
-        if ctx.get_world_rank() == 0 and (last or (epoch + 1) % config["checkpoint_every_epochs"] == 0):
-            meta = {"kind": "classifier", "num_classes": config["num_classes"], "width": config["width"],
-                    "classes": config["classes"], "input_size": config["input_size"], "metrics": metrics}
-            d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step}, meta)
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
-        if checkpoint is not None:
-            _cleanup(checkpoint.path)
-
-
-def _cleanup(path: str) -> None:
-    """Remove the temp checkpoint folder once Ray Train has persisted it."""
-    import shutil
-
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
+        meta = {"kind": "classifier", "num_classes": config["num_classes"], "width": config["width"],
+                "classes": config["classes"], "input_size": config["input_size"]}
+        session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step,
+                             last=epoch == config["epochs"] - 1 or step >= total_steps)

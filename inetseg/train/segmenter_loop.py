@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from inetseg.models.classifier import build_classifier
 from inetseg.models.segmenter import Segmenter
 from inetseg.schema import IGNORE
-from inetseg.train import utils
-from inetseg.train.classifier_loop import _cleanup
+from inetseg.train import session, utils
 
 
 def build_from_classifier(config: dict) -> Segmenter:
@@ -43,12 +42,7 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = utils.PolyDecay(optimizer, total_steps)
     scaler = utils.make_scaler(device, config["amp"])
 
-    start_epoch, step = 0, 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
-        start_epoch, step = progress["epoch"] + 1, progress["step"]
+    start_epoch, step = session.resume(model, optimizer, scheduler)  # after a worker failure
 
     per_worker = max(1, config["batch_size"] // ctx.get_world_size())
     shard = ray.train.get_dataset_shard("train")
@@ -64,11 +58,7 @@ def train_loop_per_worker(config: dict) -> None:
                 loss = F.cross_entropy(logits, b["mask"], ignore_index=IGNORE)
             if not torch.isfinite(loss):  # a batch of only-ignore pixels has no loss to follow
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            session.sgd_step(loss, optimizer, scaler, scheduler)
             step += 1
             valid = b["mask"] != IGNORE
             labelled += int(valid.sum())
@@ -81,14 +71,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
                    "pseudo_pixel_acc": correct / max(1, labelled), "images_per_sec": meter.rate(),
                    "lr": scheduler.get_last_lr()[0]}
-        last = epoch == config["epochs"] - 1 or step >= total_steps
-        checkpoint = None
-        if ctx.get_world_rank() == 0 and (last or (epoch + 1) % config["checkpoint_every_epochs"] == 0):
-            meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
-                    "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],
-                    "input_size": config["input_size"], "metrics": metrics}
-            d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step}, meta)
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
-        if checkpoint is not None:
-            _cleanup(checkpoint.path)
+        meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
+                "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],
+                "input_size": config["input_size"]}
+        session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step,
+                             last=epoch == config["epochs"] - 1 or step >= total_steps)

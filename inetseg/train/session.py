@@ -1,0 +1,45 @@
+"""What both training loops do with Ray Train: resume from a checkpoint, report and checkpoint an epoch."""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import ray.train
+import torch
+
+from inetseg.train import utils
+
+
+def resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, int]:
+    """(first epoch, step) to continue from: 0, 0 on a fresh run; after a failure, the newest checkpoint's."""
+    ckpt = ray.train.get_checkpoint()
+    if not ckpt:
+        return 0, 0
+    with ckpt.as_directory() as d:
+        progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
+    return progress["epoch"] + 1, progress["step"]
+
+
+def sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             scheduler: Any) -> None:
+    """One optimiser step (loss scaling for fp16 AMP is a pass-through elsewhere)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
+def report_epoch(metrics: dict, config: dict, meta: dict, model: torch.nn.Module, optimizer: Any,
+                 scheduler: Any, epoch: int, step: int, last: bool) -> None:
+    """Report the epoch's metrics from every rank; rank 0 attaches a checkpoint when one is due."""
+    checkpoint = None
+    due = last or (epoch + 1) % config["checkpoint_every_epochs"] == 0
+    if ray.train.get_context().get_world_rank() == 0 and due:
+        d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step},
+                                      {**meta, "metrics": metrics})
+        checkpoint = ray.train.Checkpoint.from_directory(d)
+    ray.train.report(metrics, checkpoint=checkpoint)
+    if checkpoint is not None and os.path.isdir(checkpoint.path):  # persisted by now: drop the temp copy
+        shutil.rmtree(checkpoint.path, ignore_errors=True)
