@@ -13,6 +13,8 @@ log = logging.getLogger("inetseg")
 
 STAGE_HELP = {
     "synth": "generate the offline synthetic noisy web-search corpus (out=DIR required)",
+    "crawl": "search Flickr per tag (flickrapi), sliced by upload date, resumable -> URL manifest "
+             "(out=DIR tags=a,b,c; FLICKR_API_KEY / FLICKR_API_SECRET)",
     "ingest": "folder-per-tag images -> validated, resized Parquet image shards (source=DIR out=DIR)",
     "classifier": "train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
     "filter": "score images with the classifier and drop noisy ones, Eqn 13 (images= model= out=)",
@@ -24,7 +26,7 @@ STAGE_HELP = {
 }
 
 REQUIRED = {
-    "synth": ("out",), "ingest": ("source", "out"), "classifier": ("images", "out"),
+    "synth": ("out",), "crawl": ("out", "tags"), "ingest": ("source", "out"), "classifier": ("images", "out"),
     "filter": ("images", "model", "out"), "attention": ("images", "model", "out"),
     "segmenter": ("pseudo", "model", "out"), "predict": ("test", "model", "out"),
     "crf": ("predictions", "out"), "evaluate": ("predictions", "out"),
@@ -58,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="keys (key=value, dotted for stages, e.g. classifier.epochs=5):\n"
                               + describe_fields(C.PipelineConfig))
     add_pipeline_args(p)
+    ff = sub.add_parser("fake-flickr", help="serve an offline Flickr (search API + images) from a "
+                                            "folder-per-tag corpus on loopback",
+                        description="A loopback Flickr for offline crawls and tests: answers "
+                                    "flickr.photos.search and serves the images, with fault injection.")
+    ff.add_argument("--corpus", required=True, help="folder-per-tag images (e.g. a synth corpus's search/)")
+    ff.add_argument("--host", default="127.0.0.1")
+    ff.add_argument("--port", type=int, default=8700)
+    ff.add_argument("--max-results", type=int, default=4000, help="results reachable per query (Flickr: 4000)")
+    for knob in ("error_rate", "rate_limit_rate", "latency", "truncate_rate", "wrong_type_rate",
+                 "garbage_rate", "oversized_rate"):
+        ff.add_argument("--" + knob.replace("_", "-"), type=float, default=0.0, dest=knob)
     for name, text in STAGE_HELP.items():
         sp = sub.add_parser(name, help=text, description=text,
                             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,13 +121,17 @@ def run_stage(args: argparse.Namespace) -> int:
     from inetseg import storage
 
     for key in REQUIRED[name]:  # fail on a missing input before paying for a Ray start
-        if key != "out" and not storage.exists(getattr(cfg, key)):
+        if key not in ("out", "tags") and not storage.exists(getattr(cfg, key)):
             raise FileNotFoundError(f"{name}: {key}={getattr(cfg, key)} does not exist")
     resume = not args.no_resume
     if name == "synth":
         from inetseg.sources import synth
 
         result = synth.generate(cfg, cfg.out)
+    elif name == "crawl":
+        from inetseg.sources import flickr
+
+        result = flickr.crawl(cfg)
     else:
         import importlib
 
@@ -128,6 +145,23 @@ def run_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_fake_flickr(args: argparse.Namespace) -> int:
+    """Run the offline Flickr until interrupted; prints the REST URL to give `crawl rest_url=`."""
+    import time
+
+    from inetseg import storage
+    from inetseg.sources.fake_flickr import FakeFlickr, Faults
+
+    if not storage.is_dir(args.corpus):
+        raise FileNotFoundError(f"fake-flickr: corpus folder not found: {args.corpus}")
+    faults = Faults(**{k: getattr(args, k) for k in ("error_rate", "rate_limit_rate", "latency", "truncate_rate",
+                                                      "wrong_type_rate", "garbage_rate", "oversized_rate")})
+    with FakeFlickr(args.corpus, args.host, args.port, faults, args.max_results) as fake:
+        print(f"fake Flickr serving {len(fake.photos)} photos: rest_url={fake.rest_url}", flush=True)
+        while True:
+            time.sleep(3600)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `inetseg` console script; user mistakes exit 2 with one line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -137,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "fake-flickr":
+            return serve_fake_flickr(args)
         return run_pipeline(args) if args.command == "pipeline" else run_stage(args)
     except (C.ConfigError, FileNotFoundError) as e:
         print(f"inetseg {args.command}: error: {e}", file=sys.stderr)

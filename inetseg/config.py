@@ -47,6 +47,29 @@ class SynthConfig:
 
 
 @dataclass
+class CrawlConfig:
+    """flickr.photos.search per tag through flickrapi, sliced by upload date -> a URL manifest."""
+
+    out: str = ""  # crawl folder: cursor (finished windows) and manifest.parquet
+    tags: list[str] = field(default_factory=list)  # one search tag per class, in label order
+    text: str = ""  # optional free-text query added to every search
+    per_tag: int = 48000  # target photos per tag (paper: ~48k)
+    rest_url: str = "https://api.flickr.com/services/rest/"  # a fake-flickr URL for offline runs
+    credentials_file: str = ""  # YAML/JSON with api_key / api_secret; else FLICKR_API_KEY / FLICKR_API_SECRET
+    license: str = ""  # Flickr license ids, comma-separated; '' = any
+    safe_search: int = 1  # 1 = safe
+    min_upload_date: int = 1104537600  # 2005-01-01 (unix seconds)
+    max_upload_date: int = 0  # 0 = now
+    per_page: int = 500  # Flickr's maximum
+    max_results_per_query: int = 4000  # Flickr returns no more than this per query: windows are split below it
+    calls_per_hour: float = 3600  # rate limit per API key
+    max_retries: int = 6  # on 5xx, 429 and time-outs, with exponential backoff and jitter
+    backoff_seconds: float = 1.0  # first retry delay; doubles each time
+    timeout_seconds: float = 30.0  # per API call
+    ambiguous: str = "drop"  # a photo found under two tags: drop | keep (first tag wins)
+
+
+@dataclass
 class IngestConfig:
     """Folder-per-tag images -> validated, resized, re-encoded Parquet image shards."""
 
@@ -196,6 +219,7 @@ class PipelineConfig:
 
 STAGE_CONFIGS: dict[str, type] = {
     "synth": SynthConfig,
+    "crawl": CrawlConfig,
     "ingest": IngestConfig,
     "classifier": ClassifierConfig,
     "filter": FilterConfig,
@@ -389,6 +413,12 @@ def validate(obj: Any, prefix: str = "") -> None:
         total = obj.p_wrong_tag + obj.p_no_object + obj.p_multi + obj.p_small_or_cut
         _check(all(0 <= v <= 1 for v in (obj.p_wrong_tag, obj.p_no_object, obj.p_multi, obj.p_small_or_cut))
                and total <= 1, f"{p}p_* noise shares must be in [0, 1] and sum to at most 1")
+    elif isinstance(obj, CrawlConfig):
+        _check(obj.per_tag >= 1, f"{p}per_tag must be >= 1")
+        _check(1 <= obj.per_page <= 500, f"{p}per_page must be in 1..500")
+        _check(obj.calls_per_hour > 0, f"{p}calls_per_hour must be > 0")
+        _check(obj.ambiguous in ("drop", "keep"), f"{p}ambiguous must be drop or keep")
+        _check(obj.max_results_per_query >= obj.per_page, f"{p}max_results_per_query must be >= per_page")
     elif isinstance(obj, IngestConfig):
         _check(obj.max_side >= obj.min_side >= 1, f"{p}max_side must be >= min_side >= 1")
         _check(1 <= obj.jpeg_quality <= 100, f"{p}jpeg_quality must be in 1..100")

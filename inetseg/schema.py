@@ -11,6 +11,17 @@ import pyarrow as pa
 IGNORE = 255  # label value that losses and metrics skip
 STATUS_OK = "ok"
 
+# crawl -> ingest: one row per photo found.
+MANIFEST = pa.schema([
+    ("photo_id", pa.string()),
+    ("tag", pa.string()),         # the search tag that found it
+    ("url", pa.string()),         # the largest of url_z / url_c / url_m offered
+    ("owner", pa.string()),
+    ("license", pa.string()),
+    ("date_upload", pa.int64()),  # unix seconds
+    ("ambiguous", pa.bool_()),    # also found under another tag
+])
+
 # ingest -> classifier / filter: one row per input file, failures included.
 IMAGES = pa.schema([
     ("id", pa.string()),          # stable id: hash of the source location
@@ -71,7 +82,7 @@ PREDICTIONS = pa.schema([
     ("width", pa.int32()),
 ])
 
-TABLES = {"images": IMAGES, "scores": SCORES, "pseudo": PSEUDO, "test": TEST, "predictions": PREDICTIONS}
+TABLES = {"manifest": MANIFEST, "images": IMAGES, "scores": SCORES, "pseudo": PSEUDO, "test": TEST, "predictions": PREDICTIONS}
 
 
 def empty(schema: pa.Schema) -> pa.Table:

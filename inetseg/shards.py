@@ -70,6 +70,12 @@ def read_table(path: str, columns: list[str] | None = None, schema: pa.Schema | 
     return ds.to_table(columns=columns)
 
 
+def read_table_file(path: str) -> pa.Table:
+    """One Parquet file (local or URI) as a table."""
+    fs, inner = storage.resolve(path)
+    return pq.read_table(inner, filesystem=fs)
+
+
 def write_table(table: pa.Table, path: str, name: str = "part-00000.parquet") -> str:
     """Write one small table into a stage folder (driver side), atomically."""
     storage.makedirs(path)

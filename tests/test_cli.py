@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["synth", "ingest", "classifier", "filter", "attention", "segmenter", "predict", "crf", "evaluate"]
+STAGES = ["synth", "crawl", "ingest", "classifier", "filter", "attention", "segmenter", "predict", "crf", "evaluate"]
 
 
 def cli(*args, cwd=None):
