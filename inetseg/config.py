@@ -83,6 +83,13 @@ class IngestConfig:
     jpeg_quality: int = 90  # re-encoding quality
     rows_per_shard: int = 2000  # target rows per Parquet file
     files_per_task: int = 64  # files decoded per Ray Data batch
+    # Downloads (when source is a crawl's URL manifest):
+    download_threads: int = 16  # concurrent fetches inside each Ray Data task
+    per_host_concurrency: int = 8  # requests in flight per host per task (image hosts answer 429 readily)
+    timeout_seconds: float = 20.0  # per request
+    download_retries: int = 2  # on 5xx, 429 and network errors, with backoff
+    max_bytes: int = 20_000_000  # larger bodies are refused as 'too_large'
+    allow_private_hosts: bool = False  # SSRF guard off: only for loopback test servers
 
 
 @dataclass

@@ -37,12 +37,14 @@ def sniff(data: bytes) -> bool:
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header, without decoding pixels, when cheap to read."""
-    try:
-        from PIL import Image
+    from PIL import Image
 
+    try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
-    except Exception:  # noqa: BLE001 - any header failure means 'decode and see'
+    except Image.DecompressionBombError as e:  # PIL's own guard fired on the declared size
+        raise ImageError("too_many_pixels", str(e)[:120]) from None
+    except Exception:  # noqa: BLE001 - any other header failure means 'decode and see'
         return None
 
 

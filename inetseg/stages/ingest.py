@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import ray
 
 from inetseg import config as C
-from inetseg import imaging, schema, shards, storage
+from inetseg import download, imaging, schema, shards, storage
 from inetseg.stages.common import run_stage, write_stage
 
 log = logging.getLogger("inetseg")
@@ -25,8 +25,34 @@ def row_id(source: str) -> str:
     return hashlib.sha1(source.encode("utf-8")).hexdigest()[:20]
 
 
+def manifest_path(source: str) -> str | None:
+    """The URL manifest a source names (a .parquet file, or a crawl folder holding one), else None."""
+    if source.endswith(".parquet") and storage.exists(source):
+        return source
+    candidate = storage.join(source, "manifest.parquet")
+    return candidate if storage.exists(candidate) else None
+
+
+def list_manifest(path: str, classes: list[str]) -> tuple[list[dict], list[str]]:
+    """(items, classes) from a crawl's manifest; ambiguous rows were already handled by the crawl."""
+    t = shards.read_table_file(path)
+    tags = t.column("tag").to_pylist()
+    classes = classes or sorted(set(tags))
+    index = {c: i for i, c in enumerate(classes, start=1)}
+    items = [{"source": u, "tag": tag, "label": index[tag]} for u, tag in zip(t.column("url").to_pylist(), tags)
+             if tag in index]
+    if not items:
+        raise FileNotFoundError(f"manifest {path} has no rows for classes {classes}")
+    items.sort(key=lambda it: row_id(it["source"]))
+    return items, classes
+
+
 def list_source(source: str, classes: list[str]) -> tuple[list[dict], list[str]]:
-    """(items {source, tag, label}, classes) for a folder-per-tag tree; classes [] = all sub-folders."""
+    """(items {source, tag, label}, classes) for a folder-per-tag tree or a URL manifest;
+    classes [] = all sub-folders (or tags) sorted."""
+    manifest = manifest_path(source)
+    if manifest:
+        return list_manifest(manifest, classes)
     if not storage.is_dir(source):
         raise FileNotFoundError(f"ingest source folder not found: {source}")
     tags = storage.list_dirs(source)
@@ -48,13 +74,23 @@ def list_source(source: str, classes: list[str]) -> tuple[list[dict], list[str]]
     return items, classes
 
 
-def _process_files(batch: dict, limits: imaging.ImageLimits, quality: int) -> pa.Table:
-    """Read + transform one batch of files; a failure becomes a row with its reason, never an exception."""
+def _is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
+
+
+def _process_files(batch: dict, limits: imaging.ImageLimits, quality: int,
+                   policy: download.FetchPolicy | None = None) -> pa.Table:
+    """Read (or download) + transform one batch; a failure becomes a row with its reason, never an exception."""
     rows: dict[str, list] = {n: [] for n in schema.IMAGES.names}
-    for src, tag, label in zip(batch["source"], batch["tag"], batch["label"]):
+    sources = [str(s) for s in batch["source"]]
+    urls = [s for s in sources if _is_url(s)]
+    fetched = dict(zip(urls, download.Fetcher(policy or download.FetchPolicy()).get_many(urls))) if urls else {}
+    for src, tag, label in zip(sources, batch["tag"], batch["label"]):
         status, error, jpeg, h, w = schema.STATUS_OK, "", None, 0, 0
         try:
-            data = storage.read_bytes(str(src))
+            data = fetched[src] if _is_url(src) else storage.read_bytes(src)
+            if isinstance(data, imaging.ImageError):
+                raise data
             jpeg, h, w = imaging.process(data, limits, quality)
         except imaging.ImageError as e:
             status, error = e.reason, e.detail
@@ -89,12 +125,15 @@ def run(cfg: C.IngestConfig, resume: bool = True) -> dict:
     """Ingest cfg.source into cfg.out; returns the stage marker (counts, classes, seconds)."""
     items, classes = list_source(cfg.source, list(cfg.classes))
     limits = imaging.ImageLimits(cfg.max_side, cfg.min_side, cfg.max_aspect, cfg.max_pixels)
+    policy = download.FetchPolicy(timeout=cfg.timeout_seconds, max_bytes=cfg.max_bytes,
+                                  retries=cfg.download_retries, threads=cfg.download_threads,
+                                  per_host=cfg.per_host_concurrency, allow_private_hosts=cfg.allow_private_hosts)
 
     def body() -> dict:
         t0 = time.time()
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.files_per_task))
         ds = ds.map_batches(_process_files, batch_size=cfg.files_per_task, batch_format="numpy",
-                            fn_kwargs={"limits": limits, "quality": cfg.jpeg_quality})
+                            fn_kwargs={"limits": limits, "quality": cfg.jpeg_quality, "policy": policy})
         write_stage(ds, cfg.out, schema.IMAGES, cfg.rows_per_shard)
         stats = status_counts(cfg.out)
         storage.write_json(storage.join(cfg.out, "stats.json"), stats)
