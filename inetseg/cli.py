@@ -15,7 +15,7 @@ STAGE_HELP = {
     "synth": "generate the offline synthetic noisy web-search corpus (out=DIR required)",
     "crawl": "search Flickr per tag (flickrapi), sliced by upload date, resumable -> URL manifest "
              "(out=DIR tags=a,b,c; FLICKR_API_KEY / FLICKR_API_SECRET)",
-    "ingest": "folder-per-tag images -> validated, resized Parquet image shards (source=DIR out=DIR)",
+    "ingest": "folder-per-tag tree or crawl manifest -> validated, de-duplicated, resumable image shards (source=DIR out=DIR)",
     "classifier": "train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
     "filter": "score images with the classifier and drop noisy ones, Eqn 13 (images= model= out=)",
     "attention": "forward CAM + trimap -> pseudo-label shards (images= model= out=)",

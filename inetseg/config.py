@@ -81,8 +81,11 @@ class IngestConfig:
     max_aspect: float = 4.0  # more elongated images are rejected as 'bad_aspect'
     max_pixels: int = 50_000_000  # decompression-bomb limit on the decoded size
     jpeg_quality: int = 90  # re-encoding quality
-    rows_per_shard: int = 2000  # target rows per Parquet file
-    files_per_task: int = 64  # files decoded per Ray Data batch
+    rows_per_shard: int = 1000  # mean rows per shard; a shard is one task, one Parquet file, resumed whole
+    files_per_task: int = 64  # files fetched + decoded per batch inside a shard task (one Parquet row group)
+    dedupe: bool = True  # set exact (SHA-1) and near (pHash) duplicates aside
+    dedupe_max_distance: int = 4  # pHash bits two images may differ by and still be duplicates; -1 = exact only
+    ambiguous: str = "drop"  # one picture under two tags: drop all copies | keep the first id's copy
     # Downloads (when source is a crawl's URL manifest):
     download_threads: int = 16  # concurrent fetches inside each Ray Data task
     per_host_concurrency: int = 8  # requests in flight per host per task (image hosts answer 429 readily)
@@ -430,6 +433,8 @@ def validate(obj: Any, prefix: str = "") -> None:
         _check(obj.max_side >= obj.min_side >= 1, f"{p}max_side must be >= min_side >= 1")
         _check(1 <= obj.jpeg_quality <= 100, f"{p}jpeg_quality must be in 1..100")
         _check(obj.rows_per_shard >= 1 and obj.files_per_task >= 1, f"{p}rows_per_shard/files_per_task must be >= 1")
+        _check(-1 <= obj.dedupe_max_distance <= 16, f"{p}dedupe_max_distance must be in -1..16")
+        _check(obj.ambiguous in ("drop", "keep"), f"{p}ambiguous must be drop or keep")
     elif isinstance(obj, (ClassifierConfig, SegmenterConfig)):
         _check(obj.epochs >= 1, f"{p}epochs must be >= 1")
         _check(obj.batch_size >= 1, f"{p}batch_size must be >= 1")

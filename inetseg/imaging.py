@@ -127,11 +127,16 @@ def decode_mask(data: bytes) -> np.ndarray:
     return arr.astype(np.uint8, copy=False)
 
 
-def process(data: bytes, limits: ImageLimits, quality: int = 90) -> tuple[bytes, int, int]:
-    """The ingest transform: decode -> validate -> resize -> JPEG. Returns (jpeg, height, width)."""
+def prepare(data: bytes, limits: ImageLimits) -> np.ndarray:
+    """Decode -> validate -> resize: the RGB array the ingest stores (raises ImageError)."""
     img = decode_rgb(data, limits.max_pixels)
     validate(img, limits)
-    img = resize_max_side(img, limits.max_side)
+    return resize_max_side(img, limits.max_side)
+
+
+def process(data: bytes, limits: ImageLimits, quality: int = 90) -> tuple[bytes, int, int]:
+    """The ingest transform: decode -> validate -> resize -> JPEG. Returns (jpeg, height, width)."""
+    img = prepare(data, limits)
     return encode_jpeg(img, quality), img.shape[0], img.shape[1]
 
 

@@ -33,6 +33,15 @@ IMAGES = pa.schema([
     ("image", pa.binary()),       # re-encoded JPEG; null when status != ok
     ("height", pa.int32()),
     ("width", pa.int32()),
+    ("sha1", pa.string()),        # SHA-1 of the fetched bytes (exact duplicates); null if never read
+    ("phash", pa.int64()),        # 64-bit DCT perceptual hash of the stored image (near duplicates)
+])
+
+# ingest: images set aside by de-duplication (the shards keep them; readers skip these ids).
+DUPLICATES = pa.schema([
+    ("id", pa.string()),
+    ("status", pa.string()),      # 'duplicate' or 'ambiguous'
+    ("dup_of", pa.string()),      # the id of the row kept for the group
 ])
 
 # filter: the classifier's opinion of every ok image.
@@ -82,7 +91,7 @@ PREDICTIONS = pa.schema([
     ("width", pa.int32()),
 ])
 
-TABLES = {"manifest": MANIFEST, "images": IMAGES, "scores": SCORES, "pseudo": PSEUDO, "test": TEST, "predictions": PREDICTIONS}
+TABLES = {"manifest": MANIFEST, "images": IMAGES, "duplicates": DUPLICATES, "scores": SCORES, "pseudo": PSEUDO, "test": TEST, "predictions": PREDICTIONS}
 
 
 def empty(schema: pa.Schema) -> pa.Table:

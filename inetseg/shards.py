@@ -53,8 +53,16 @@ def require(path: str, what: str) -> None:
 
 
 def parquet_files(path: str) -> list[str]:
-    """The Parquet files of a stage output, sorted (markers and temp files left out)."""
-    return [p for p in storage.list_files(path, suffixes=(".parquet",)) if "/." not in p and ".tmp" not in p]
+    """The data files of a stage output, sorted: hidden (.x) and side (_x) files and folders left out."""
+    root = storage.resolve(path)[1].rstrip("/")
+    out = []
+    for p in storage.list_files(path, suffixes=(".parquet",)):
+        inner = p.split("://", 1)[-1] if storage.is_uri(p) else p
+        rel = "/" + inner[len(root):].lstrip("/")
+        if "/." in rel or "/_" in rel or ".tmp" in rel:
+            continue
+        out.append(p)
+    return out
 
 
 def read_table(path: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:

@@ -95,6 +95,11 @@ def delete_dir(path: str) -> None:
         fs.delete_dir(p)
 
 
+def delete_file(path: str) -> None:
+    fs, p = resolve(path)
+    fs.delete_file(p)
+
+
 def move(src: str, dst: str) -> None:
     fs, s = resolve(src)
     _, d = resolve(dst)

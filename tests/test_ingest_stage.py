@@ -65,3 +65,67 @@ def test_missing_source_and_class_are_clear_errors(ray_session, source, tmp_path
         ingest.run(C.IngestConfig(source=str(tmp_path / "nope"), out=str(tmp_path / "o")))
     with pytest.raises(FileNotFoundError, match="horse"):
         ingest.run(C.IngestConfig(source=str(source), out=str(tmp_path / "o"), classes=["horse"]))
+
+
+def _smooth(rng, h=120, w=160):
+    """A picture with structure (pHash of pure noise is not what real photos look like)."""
+    small = rng.integers(0, 255, (h // 10, w // 10, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.mark.parametrize("policy", ["drop", "keep"])
+def test_duplicates_within_and_across_tags(ray_session, tmp_path, policy):
+    rng = np.random.default_rng(5)
+    for tag in ("cat", "dog"):
+        (tmp_path / "src" / tag).mkdir(parents=True)
+    pics = [_smooth(rng) for _ in range(6)]
+    for i, p in enumerate(pics):
+        cv2.imwrite(str(tmp_path / "src" / ("cat" if i < 3 else "dog") / f"{i}.png"), p)
+    src = tmp_path / "src"
+    (src / "cat" / "0_copy.png").write_bytes((src / "cat" / "0.png").read_bytes())      # exact, same tag
+    cv2.imwrite(str(src / "cat" / "1_small.jpg"), cv2.resize(pics[1], (80, 60)))         # near, same tag
+    (src / "dog" / "2_also.png").write_bytes((src / "cat" / "2.png").read_bytes())      # exact, other tag
+    cfg = C.IngestConfig(source=str(src), out=str(tmp_path / f"out-{policy}"), max_side=64, rows_per_shard=3,
+                         ambiguous=policy)
+    meta = ingest.run(cfg)
+    stats = json.loads((tmp_path / f"out-{policy}" / "stats.json").read_text())
+    assert stats["total"] == 9 and stats["ok"] + sum(stats["failed"].values()) == 9
+    if policy == "drop":
+        assert stats["failed"] == {"ambiguous": 2, "duplicate": 2} and stats["ok"] == 5
+    else:
+        assert stats["failed"] == {"duplicate": 3} and stats["ok"] == 6
+    assert meta["ok"] == stats["ok"] and sum(meta["per_tag"].values()) == stats["ok"]
+    dups = shards.read_table_file(str(tmp_path / f"out-{policy}" / "_dedupe" / "part-00000.parquet"))
+    usable = ingest_usable(cfg.out)
+    assert len(usable) == stats["ok"] and not set(usable) & set(dups.column("id").to_pylist())
+    assert shards.count_rows(cfg.out) == 9  # the shards keep every row; _dedupe is a side table
+
+
+def ingest_usable(path):
+    from inetseg.stages.common import usable_images
+
+    return [r["id"] for r in usable_images(path, "images", ["id"]).iter_rows()]
+
+
+def test_rerun_redoes_only_unfinished_shards(ray_session, source, tmp_path):
+    out = tmp_path / "images"
+    cfg = C.IngestConfig(source=str(source), out=str(out), max_side=64, rows_per_shard=3)
+    first = ingest.run(cfg)
+    before = shards.read_table(cfg.out).sort_by("id")
+    n = first["shards"]
+    assert n == 6 and first["resumed_shards"] == 0
+    # Simulate a run killed after some shards: lose two shards' files and the stage marker,
+    # leave a half-written temp file behind.
+    (out / "_SUCCESS.json").unlink()
+    for name in ("part-00001", "part-00004"):
+        (out / "_shards" / f"{name}.json").unlink()
+    (out / "part-00004.parquet").unlink()
+    (out / ".part-00001.parquet.tmp-dead").write_bytes(b"PAR1 half")
+    again = ingest.run(cfg)
+    assert again["resumed_shards"] == n - 2 and not again.get("reused")
+    assert not list(out.glob(".*tmp*"))
+    after = shards.read_table(cfg.out).sort_by("id")
+    assert after.equals(before)
+    # Another config: the folder is started afresh, not mixed.
+    third = ingest.run(C.IngestConfig(source=str(source), out=str(out), max_side=48, rows_per_shard=3))
+    assert third["resumed_shards"] == 0

@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from ray.data.expressions import col
 
 from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.attention.cam import forward_cam, normalise_map
 from inetseg.attention.trimap import trimap
 from inetseg.models.classifier import features
-from inetseg.stages.common import actor_pool, read_stage, run_stage, stage_fingerprint, set_threads, torch_device, write_stage
+from inetseg.stages.common import (actor_pool, run_stage, set_threads, stage_fingerprint, torch_device,
+                                    usable_images, write_stage)
 from inetseg.stages.filter import load_classifier
 from inetseg.train.data import normalise
 
@@ -73,8 +73,7 @@ def run(cfg: C.AttentionConfig, resume: bool = True) -> dict:
 
     def body() -> dict:
         t0 = time.time()
-        ds = read_stage(cfg.images, "filtered image shards", columns=["id", "tag", "label", "status", "image"])
-        ds = ds.filter(expr=col("status") == schema.STATUS_OK)
+        ds = usable_images(cfg.images, "filtered image shards", ["id", "tag", "label", "image"])
         out = ds.map_batches(PseudoLabeler, batch_format="numpy",
                              fn_constructor_kwargs={"model_dir": cfg.model, "cfg": cfg},
                              **actor_pool(cfg.compute))

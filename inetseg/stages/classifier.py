@@ -4,14 +4,12 @@ from __future__ import annotations
 import logging
 import time
 
-import pyarrow.compute as pc
 import ray
-from ray.data.expressions import col
 
 from inetseg import config as C
-from inetseg import schema, shards
+from inetseg import shards
 from inetseg.stages import training
-from inetseg.stages.common import read_stage, run_stage, stage_fingerprint
+from inetseg.stages.common import run_stage, stage_fingerprint, usable_images
 from inetseg.train import classifier_loop
 from inetseg.train.data import classifier_batch
 
@@ -20,8 +18,7 @@ log = logging.getLogger("inetseg")
 
 def image_dataset(path: str) -> ray.data.Dataset:
     """The ok rows of an IMAGES table (failed rows stay on disk, counted, never trained on)."""
-    ds = read_stage(path, "image shards", columns=["id", "label", "status", "image"])
-    return ds.filter(expr=col("status") == schema.STATUS_OK)
+    return usable_images(path, "image shards", ["id", "label", "image"])
 
 
 def classes_of(images: str) -> list[str]:
@@ -30,9 +27,8 @@ def classes_of(images: str) -> list[str]:
 
 
 def count_ok(images: str) -> int:
-    """Number of usable images, from the status column alone."""
-    t = shards.read_table(images, columns=["status"])
-    return int(pc.sum(pc.equal(t.column("status"), schema.STATUS_OK)).as_py() or 0)
+    """Number of usable images (ok and not set aside as a duplicate), from the table's marker."""
+    return int(shards.read_marker(images)["ok"])
 
 
 def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:

@@ -42,6 +42,36 @@ def read_stage(path: str, what: str, columns: list[str] | None = None) -> ray.da
     return ds.select_columns(columns) if columns else ds
 
 
+def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:
+    """The ok rows of an IMAGES table, minus the ids its ingest set aside as duplicates or ambiguous."""
+    from ray.data.expressions import col
+
+    from inetseg import schema
+
+    cols = list(dict.fromkeys([*columns, "status", "id"]))
+    ds = read_stage(path, what, columns=cols).filter(expr=col("status") == schema.STATUS_OK)
+    dup_file = storage.join(path, "_dedupe", "part-00000.parquet")
+    if storage.exists(dup_file):
+        dups = shards.read_table_file(dup_file).column("id")
+        if len(dups):
+            ds = ds.map_batches(drop_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": ray.put(dups)})
+    return ds.select_columns(columns) if set(cols) != set(columns) else ds
+
+
+_ID_SETS: dict[str, Any] = {}
+
+
+def drop_ids(batch: pa.Table, ids_ref: "ray.ObjectRef") -> pa.Table:
+    """Remove the rows whose id is in the referenced array (fetched once per worker process)."""
+    import pyarrow.compute as pc
+
+    key = ids_ref.hex()
+    if key not in _ID_SETS:
+        _ID_SETS.clear()
+        _ID_SETS[key] = ray.get(ids_ref)
+    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=_ID_SETS[key])))
+
+
 def write_stage(ds: ray.data.Dataset, path: str, schema: pa.Schema, rows_per_file: int = 2000) -> None:
     """Stream `ds` into `path` as Parquet files of the declared schema (caller marks completion)."""
     ds = ds.map_batches(_conform, fn_kwargs={"schema": schema}, batch_format="pyarrow")

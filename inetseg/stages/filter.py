@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from ray.data.expressions import col
 import torch
 
 from inetseg import config as C
 from inetseg import filtering, schema, shards, storage
 from inetseg.models.classifier import build_classifier
 from inetseg.stages import training
-from inetseg.stages.common import actor_pool, read_stage, run_stage, stage_fingerprint, set_threads, torch_device, write_stage
+from inetseg.stages.common import (actor_pool, read_stage, run_stage, set_threads, stage_fingerprint, torch_device,
+                                    usable_images, write_stage)
 from inetseg.train.data import classifier_batch
 
 log = logging.getLogger("inetseg")
@@ -75,8 +75,7 @@ def run(cfg: C.FilterConfig, resume: bool = True, round_: int = 1) -> dict:
     def body() -> dict:
         t0 = time.time()
         scores_dir, images_dir = storage.join(cfg.out, "scores"), storage.join(cfg.out, "images")
-        ds = read_stage(cfg.images, "image shards", columns=["id", "tag", "label", "status", "image"])
-        ds = ds.filter(expr=col("status") == schema.STATUS_OK)
+        ds = usable_images(cfg.images, "image shards", ["id", "tag", "label", "image"])
         rule = {"rule": cfg.rule, "threshold": cfg.threshold, "top_k": cfg.top_k}
         scored = ds.map_batches(Scorer, batch_format="numpy",
                                 fn_constructor_kwargs={"model_dir": cfg.model, "compute": cfg.compute,

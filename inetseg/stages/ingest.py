@@ -1,19 +1,25 @@
-"""Ingest stage: a folder-per-tag tree -> validated, resized JPEG image shards (Ray Data)."""
+"""Ingest stage: a folder-per-tag tree or URL manifest -> validated, de-duplicated JPEG image shards (Ray Data)."""
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import posixpath
 import time
+import uuid
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray
+from tqdm import tqdm
 
 from inetseg import config as C
-from inetseg import download, imaging, schema, shards, storage
+from inetseg import dedupe, download, imaging, schema, shards, storage
 from inetseg.stages.common import run_stage, write_stage
 
 log = logging.getLogger("inetseg")
@@ -78,68 +84,239 @@ def _is_url(src: str) -> bool:
     return src.startswith(("http://", "https://"))
 
 
-def _process_files(batch: dict, limits: imaging.ImageLimits, quality: int,
-                   policy: download.FetchPolicy | None = None) -> pa.Table:
+# ---------------------------------------------------------------- shard plan
+
+def shard_of(rid: str, num_shards: int) -> int:
+    """The shard a row belongs to: a function of its id and the shard count only (deterministic)."""
+    return int(rid[:15], 16) % num_shards
+
+
+def plan_shards(items: list[dict], rows_per_shard: int) -> list[dict]:
+    """Split the inputs into shards of about rows_per_shard rows; each spec carries a digest of its rows,
+    so a re-run recognises a finished shard even after the source gained or lost files elsewhere."""
+    n = max(1, math.ceil(len(items) / rows_per_shard))
+    groups: list[list[tuple[str, dict]]] = [[] for _ in range(n)]
+    for it in items:
+        rid = row_id(it["source"])
+        groups[shard_of(rid, n)].append((rid, it))
+    specs = []
+    for k, group in enumerate(groups):
+        group.sort(key=lambda p: p[0])
+        digest = hashlib.sha1("\n".join(f"{rid}\t{it['tag']}\t{it['label']}" for rid, it in group).encode()).hexdigest()
+        specs.append({"shard": k, "name": f"part-{k:05d}", "digest": digest,
+                      "sources": [it["source"] for _, it in group], "tags": [it["tag"] for _, it in group],
+                      "labels": [int(it["label"]) for _, it in group]})
+    return specs
+
+
+def _shard_paths(out: str, name: str) -> tuple[str, str]:
+    """(data file, stats file) of a shard."""
+    return storage.join(out, f"{name}.parquet"), storage.join(out, "_shards", f"{name}.json")
+
+
+def shard_done(out: str, spec: dict) -> bool:
+    """A shard is finished when its stats file (written after the data file's rename) has its digest."""
+    data, stats = _shard_paths(out, spec["name"])
+    if not storage.exists(stats):
+        return False
+    try:
+        rec = storage.read_json(stats)
+    except (OSError, ValueError):
+        return False
+    return rec.get("digest") == spec["digest"] and (rec.get("total") == 0 or storage.exists(data))
+
+
+# ---------------------------------------------------------------- one shard (runs in a Ray Data task)
+
+def _process_files(sources: list[str], tags: list, labels: list, limits: imaging.ImageLimits, quality: int,
+                   fetcher: download.Fetcher | None = None) -> pa.Table:
     """Read (or download) + transform one batch; a failure becomes a row with its reason, never an exception."""
     rows: dict[str, list] = {n: [] for n in schema.IMAGES.names}
-    sources = [str(s) for s in batch["source"]]
     urls = [s for s in sources if _is_url(s)]
-    fetched = dict(zip(urls, download.Fetcher(policy or download.FetchPolicy()).get_many(urls))) if urls else {}
-    for src, tag, label in zip(sources, batch["tag"], batch["label"]):
-        status, error, jpeg, h, w = schema.STATUS_OK, "", None, 0, 0
+    fetched = dict(zip(urls, (fetcher or download.Fetcher(download.FetchPolicy())).get_many(urls))) if urls else {}
+    for src, tag, label in zip(sources, tags, labels):
+        status, error, jpeg, h, w, sha, ph = schema.STATUS_OK, "", None, 0, 0, None, None
         try:
             data = fetched[src] if _is_url(src) else storage.read_bytes(src)
             if isinstance(data, imaging.ImageError):
                 raise data
-            jpeg, h, w = imaging.process(data, limits, quality)
+            sha = dedupe.content_hash(data)
+            img = imaging.prepare(data, limits)
+            jpeg, h, w, ph = imaging.encode_jpeg(img, quality), img.shape[0], img.shape[1], dedupe.phash(img)
         except imaging.ImageError as e:
             status, error = e.reason, e.detail
         except (OSError, FileNotFoundError) as e:
             status, error = "unreadable", str(e).splitlines()[0][:200]
         except Exception as e:  # noqa: BLE001 - a codec bug on one file must not kill the run
             status, error = "undecodable", f"{type(e).__name__}: {e}"[:200]
-        rows["id"].append(row_id(str(src)))
-        rows["tag"].append(str(tag))
-        rows["label"].append(int(label))
-        rows["source"].append(str(src))
-        rows["status"].append(status)
-        rows["error"].append(error)
-        rows["image"].append(jpeg)
-        rows["height"].append(h)
-        rows["width"].append(w)
+        for key, value in (("id", row_id(src)), ("tag", str(tag)), ("label", int(label)), ("source", src),
+                           ("status", status), ("error", error), ("image", jpeg), ("height", h), ("width", w),
+                           ("sha1", sha), ("phash", ph)):
+            rows[key].append(value)
     return pa.Table.from_pydict(rows, schema=schema.IMAGES)
 
 
-def status_counts(path: str) -> dict:
-    """{'total', 'ok', 'failed': {reason: n}, 'per_tag': {tag: ok}} from the status column only."""
-    t = shards.read_table(path, columns=["tag", "status"])
-    statuses = Counter(t.column("status").to_pylist())
-    ok_tags = pc.filter(t.column("tag"), pc.equal(t.column("status"), schema.STATUS_OK))
-    total = t.num_rows
+def ingest_shard(spec: dict, out: str, limits: imaging.ImageLimits, quality: int, policy: download.FetchPolicy,
+                 batch: int) -> dict:
+    """Fetch + decode one shard's inputs batch by batch into a hidden temp file, rename it into place,
+    then write the shard's stats (its completion record). Memory is one batch, whatever the shard size."""
+    t0 = time.time()
+    name = str(spec["name"])
+    sources = [str(s) for s in spec["sources"]]
+    tags, labels = list(spec["tags"]), [int(v) for v in spec["labels"]]
+    data_path, stats_path = _shard_paths(out, name)
+    fs, data_inner = storage.resolve(data_path)
+    tmp_inner = posixpath.join(posixpath.dirname(data_inner), f".{name}.parquet.tmp-{uuid.uuid4().hex[:8]}")
+    fetcher = download.Fetcher(policy)
+    statuses: Counter = Counter()
+    per_tag: Counter = Counter()
+    nbytes = 0
+    if sources:
+        with fs.open_output_stream(tmp_inner) as sink, pq.ParquetWriter(sink, schema.IMAGES, compression="zstd") as w:
+            for i in range(0, len(sources), batch):
+                table = _process_files(sources[i:i + batch], tags[i:i + batch], labels[i:i + batch], limits, quality,
+                                       fetcher)
+                w.write_table(table)
+                st = table.column("status").to_pylist()
+                statuses.update(st)
+                per_tag.update(t for t, s in zip(table.column("tag").to_pylist(), st) if s == schema.STATUS_OK)
+                nbytes += table.column("image").nbytes
+        fs.move(tmp_inner, data_inner)  # atomic on a local or POSIX filesystem; object stores upload whole
     ok = statuses.pop(schema.STATUS_OK, 0)
-    return {"total": total, "ok": ok, "failed": dict(sorted(statuses.items())),
-            "per_tag": dict(sorted(Counter(ok_tags.to_pylist()).items()))}
+    rec = {"shard": int(spec["shard"]), "digest": str(spec["digest"]), "total": len(sources), "ok": ok,
+           "failed": dict(sorted(statuses.items())), "per_tag": dict(sorted(per_tag.items())),
+           "image_bytes": int(nbytes), "seconds": round(time.time() - t0, 3)}
+    storage.write_json(stats_path, rec)
+    return {"name": name, "total": len(sources), "ok": ok}
 
 
-def run(cfg: C.IngestConfig, resume: bool = True) -> dict:
-    """Ingest cfg.source into cfg.out; returns the stage marker (counts, classes, seconds)."""
+# ---------------------------------------------------------------- de-duplication (driver)
+
+def find_duplicates(out: str, names: list[str], cfg: C.IngestConfig) -> pa.Table:
+    """The DUPLICATES table over all finished shards' ok rows (hash columns only are read)."""
+    files = [storage.join(out, f"{n}.parquet") for n in names]
+    files = [f for f in files if storage.exists(f)]
+    if not cfg.dedupe or not files:
+        return schema.DUPLICATES.empty_table()
+    fs, _ = storage.resolve(out)
+    t = pads.dataset([storage.resolve(f)[1] for f in files], format="parquet", filesystem=fs).to_table(
+        columns=["id", "tag", "status", "sha1", "phash"], filter=pc.field("status") == schema.STATUS_OK)
+    if t.num_rows < 2:
+        return schema.DUPLICATES.empty_table()
+    ids = t.column("id").to_pylist()
+    groups = dedupe.find_groups(t.column("sha1").to_pylist(), t.column("phash").to_numpy(),
+                                cfg.dedupe_max_distance)
+    verdict = dedupe.verdicts(ids, t.column("tag").to_pylist(), groups, cfg.ambiguous)
+    keys = sorted(verdict)
+    return pa.Table.from_pydict({"id": keys, "status": [verdict[k][0] for k in keys],
+                                 "dup_of": [verdict[k][1] for k in keys]}, schema=schema.DUPLICATES)
+
+
+def duplicate_ids(images: str) -> list[str]:
+    """Ids an image table set aside as duplicates/ambiguous (empty for tables without a _dedupe record)."""
+    path = storage.join(images, "_dedupe", "part-00000.parquet")
+    if not storage.exists(path):
+        return []
+    return shards.read_table_file(path).column("id").to_pylist()
+
+
+def totals(out: str, specs: list[dict], dups: pa.Table) -> dict:
+    """stats.json: shard stats summed, duplicates moved from ok to their own reasons (ok + failed = total)."""
+    total, ok, failed, per_tag, nbytes = 0, 0, Counter(), Counter(), 0
+    for spec in specs:
+        rec = storage.read_json(_shard_paths(out, spec["name"])[1])
+        total += rec["total"]
+        ok += rec["ok"]
+        failed.update(rec["failed"])
+        per_tag.update(rec["per_tag"])
+        nbytes += rec.get("image_bytes", 0)
+    if dups.num_rows:
+        failed.update(dups.column("status").to_pylist())
+        ok -= dups.num_rows
+        dup_ids = set(dups.column("id").to_pylist())
+        fs, _ = storage.resolve(out)
+        files = [storage.resolve(storage.join(out, f"{s['name']}.parquet"))[1] for s in specs if s["sources"]]
+        tag_of = pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=["id", "tag"])
+        for rid, tag in zip(tag_of.column("id").to_pylist(), tag_of.column("tag").to_pylist()):
+            if rid in dup_ids:
+                per_tag[tag] -= 1
+    return {"total": total, "ok": ok, "failed": dict(sorted(failed.items())),
+            "per_tag": dict(sorted(per_tag.items())), "shards": len(specs), "image_bytes": nbytes}
+
+
+# ---------------------------------------------------------------- the stage
+
+def _start(out: str, config_fp: str, resume: bool) -> None:
+    """Keep finished shards of an interrupted run with the same config; otherwise start the folder afresh.
+    Leftover temp files of killed tasks are removed either way."""
+    state = storage.join(out, "_ingest.json")
+    same = resume and storage.exists(state) and storage.read_json(state).get("config") == config_fp
+    if not same:
+        shards.prepare(out)
+        storage.write_json(state, {"config": config_fp})
+        return
+    fs, inner = storage.resolve(out)
+    for info in fs.get_file_info(pafs.FileSelector(inner, recursive=False)):
+        if ".tmp" in posixpath.basename(info.path):
+            fs.delete_file(info.path)
+    marker = storage.join(out, shards.SUCCESS)
+    if storage.exists(marker):  # finished with other inputs: the marker must not outlive them
+        storage.delete_file(marker)
+
+
+def _remove_stale(out: str, specs: list[dict]) -> None:
+    """Delete shard files a previous plan of the same folder made that this plan does not have."""
+    names = {f"{s['name']}.parquet" for s in specs if s["sources"]}
+    fs, inner = storage.resolve(out)
+    for info in fs.get_file_info(pafs.FileSelector(inner, recursive=False)):
+        base = posixpath.basename(info.path)
+        if base.startswith("part-") and base.endswith(".parquet") and base not in names:
+            fs.delete_file(info.path)
+
+
+def run(cfg: C.IngestConfig, resume: bool = True, progress: bool = True) -> dict:
+    """Ingest cfg.source into cfg.out shard by shard (a re-run skips finished shards); returns the stage marker."""
+    t0 = time.time()
     items, classes = list_source(cfg.source, list(cfg.classes))
+    specs = plan_shards(items, cfg.rows_per_shard)
+    config_fp = C.fingerprint(cfg)
+    fp = hashlib.sha256((config_fp + "".join(s["digest"] for s in specs)).encode()).hexdigest()[:16]
+    if resume and shards.is_complete(cfg.out, fp):
+        log.info("ingest: reusing finished output at %s", cfg.out)
+        meta = {**shards.read_marker(cfg.out), "reused": True}
+        _print_stats(meta)
+        return meta
+    _start(cfg.out, config_fp, resume)
+    pending = [s for s in specs if not shard_done(cfg.out, s)]
+    done_rows = sum(len(s["sources"]) for s in specs) - sum(len(s["sources"]) for s in pending)
+    if len(pending) < len(specs):
+        log.info("ingest: %d of %d shards already finished, %d to go", len(specs) - len(pending), len(specs),
+                 len(pending))
     limits = imaging.ImageLimits(cfg.max_side, cfg.min_side, cfg.max_aspect, cfg.max_pixels)
     policy = download.FetchPolicy(timeout=cfg.timeout_seconds, max_bytes=cfg.max_bytes,
                                   retries=cfg.download_retries, threads=cfg.download_threads,
                                   per_host=cfg.per_host_concurrency, allow_private_hosts=cfg.allow_private_hosts)
-
-    def body() -> dict:
-        t0 = time.time()
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.files_per_task))
-        ds = ds.map_batches(_process_files, batch_size=cfg.files_per_task, batch_format="numpy",
-                            fn_kwargs={"limits": limits, "quality": cfg.jpeg_quality, "policy": policy})
-        write_stage(ds, cfg.out, schema.IMAGES, cfg.rows_per_shard)
-        stats = status_counts(cfg.out)
-        storage.write_json(storage.join(cfg.out, "stats.json"), stats)
-        return {"classes": classes, "seconds": time.time() - t0, **stats}
-
-    meta = run_stage("ingest", cfg.out, C.fingerprint(cfg), resume, body)
+    storage.makedirs(storage.join(cfg.out, "_shards"))
+    if pending:
+        ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+        ds = ds.map(ingest_shard, num_cpus=1, fn_kwargs={"out": storage.absolute(cfg.out), "limits": limits,
+                                                         "quality": cfg.jpeg_quality, "policy": policy,
+                                                         "batch": cfg.files_per_task})
+        ctx = ray.data.DataContext.get_current()
+        bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # one image-level bar instead
+        try:
+            with tqdm(total=len(items), initial=done_rows, desc="ingest", unit="img", disable=not progress) as bar:
+                for row in ds.iter_rows():
+                    bar.update(int(row["total"]))
+        finally:
+            ctx.enable_progress_bars = bars
+    _remove_stale(cfg.out, specs)
+    dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["sources"]], cfg)
+    shards.write_table(dups, storage.join(cfg.out, "_dedupe"))
+    stats = totals(cfg.out, specs, dups)
+    storage.write_json(storage.join(cfg.out, "stats.json"), {k: stats[k] for k in ("total", "ok", "failed")})
+    meta = shards.mark_complete(cfg.out, fp, {"classes": classes, "seconds": time.time() - t0,
+                                              "resumed_shards": len(specs) - len(pending), **stats})
     _print_stats(meta)
     return meta
 
