@@ -139,3 +139,40 @@ def test_command_line_crawl_against_fake_flickr_process(corpus, tmp_path):
         server.terminate()
         server.wait(timeout=30)
         time.sleep(0.1)
+
+
+def test_sigkilled_crawl_resumes_to_the_same_manifest(corpus, tmp_path):
+    """`inetseg crawl` SIGKILLed three times mid-crawl (a slow server), then finished: same manifest."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(11)
+    with FakeFlickr(str(corpus), max_results=8) as fake:
+        flickr.crawl(config(fake, tmp_path / "full"), progress=False)
+        fake.faults = Faults(latency=0.03)
+        args = [f"out={tmp_path / 'killed'}", f"tags={','.join(TAGS)}", "per_tag=30", "per_page=4",
+                "max_results_per_query=8", f"rest_url={fake.rest_url}", "calls_per_hour=1000000"]
+        cmd = [sys.executable, "-m", "inetseg.cli", "crawl", *args]
+        env = {**os.environ, "FLICKR_API_KEY": "k", "FLICKR_API_SECRET": "s"}
+        killed = 0
+        for _ in range(3):
+            start = fake.calls.get("api", 0)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            target = start + rng.randint(3, 12)  # kill after a random number of answered API calls
+            deadline = time.time() + 60
+            while fake.calls.get("api", 0) < target and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.005)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed += 1
+            proc.wait(timeout=30)
+        assert killed == 3
+        assert not (tmp_path / "killed" / "manifest.parquet").exists()
+        fake.faults = Faults()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert ids(tmp_path / "killed") == ids(tmp_path / "full")
