@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from inetseg import imaging, metrics, shards, storage
+from inetseg.stages.common import usable_ids
 from inetseg.stages.ingest import row_id
 
 HIDDEN = "hidden/train_truth.parquet"  # relative to the corpus folder
@@ -53,17 +54,22 @@ def pseudo_label_quality(pseudo: str, truth: dict[str, dict], classes: list[str]
             "images": matched}
 
 
-def filter_quality(scores: str, truth: dict[str, dict]) -> dict:
-    """Share of noisy images before/after the filter, precision/recall of the removed ones."""
-    t = shards.read_table(scores, columns=["id", "kept"])
-    ids, kept = t.column("id").to_pylist(), np.asarray(t.column("kept").to_pylist(), bool)
+def removal_quality(ids: list[str], kept: set[str], truth: dict[str, dict]) -> dict:
+    """Share of noisy images before/after, precision/recall of the removed ones, share of clean kept."""
+    kept_mask = np.asarray([i in kept for i in ids], bool)
     noisy = np.asarray([truth.get(i, {}).get("noise") in NOISY for i in ids], bool)
-    dropped = ~kept
+    dropped = ~kept_mask
     tp = int((dropped & noisy).sum())
     return {
+        "images_in": len(ids), "images_kept": int(kept_mask.sum()),
         "noise_before": float(noisy.mean()) if len(ids) else 0.0,
-        "noise_after": float(noisy[kept].mean()) if kept.any() else 0.0,
+        "noise_after": float(noisy[kept_mask].mean()) if kept_mask.any() else 0.0,
         "precision": tp / max(1, int(dropped.sum())),
         "recall": tp / max(1, int(noisy.sum())),
-        "clean_kept": float(kept[~noisy].mean()) if (~noisy).any() else 0.0,
+        "clean_kept": float(kept_mask[~noisy].mean()) if (~noisy).any() else 0.0,
     }
+
+
+def filter_quality(images_in: str, images_out: str, truth: dict[str, dict]) -> dict:
+    """removal_quality of a whole filter run: its input table against the table it kept."""
+    return removal_quality(usable_ids(images_in), set(usable_ids(images_out)), truth)

@@ -17,7 +17,7 @@ STAGE_HELP = {
              "(out=DIR tags=a,b,c; FLICKR_API_KEY / FLICKR_API_SECRET)",
     "ingest": "folder-per-tag tree or crawl manifest -> validated, de-duplicated, resumable image shards (source=DIR out=DIR)",
     "classifier": "train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
-    "filter": "score images with the classifier and drop noisy ones, Eqn 13 (images= model= out=)",
+    "filter": "rounds of train / score / drop noisy images, Eqn 13, 14, 15; paper or out-of-fold (images= out=)",
     "attention": "forward CAM + trimap -> pseudo-label shards (images= model= out=)",
     "segmenter": "train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
     "predict": "run the segmenter over a test table (test= model= out=)",
@@ -27,7 +27,7 @@ STAGE_HELP = {
 
 REQUIRED = {
     "synth": ("out",), "crawl": ("out", "tags"), "ingest": ("source", "out"), "classifier": ("images", "out"),
-    "filter": ("images", "model", "out"), "attention": ("images", "model", "out"),
+    "filter": ("images", "out"), "attention": ("images", "model", "out"),
     "segmenter": ("pseudo", "model", "out"), "predict": ("test", "model", "out"),
     "crf": ("predictions", "out"), "evaluate": ("predictions", "out"),
 }

@@ -25,6 +25,7 @@ class ComputeConfig:
     torch_threads: int = 0  # intra-op threads per worker; 0 = all cores of the node (CPU runs)
     amp: bool = True  # mixed precision; only takes effect on GPU
     backend: str = "auto"  # DDP backend: auto = nccl on GPU, gloo on CPU
+    placement_strategy: str = "PACK"  # Ray Train workers: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD (one per node)
     num_actors: int = 1  # size of inference actor pools (filter, attention, predict, crf)
     inference_batch_size: int = 32  # images per batch in actor pools
 
@@ -112,23 +113,31 @@ class ClassifierConfig:
     weight_decay: float = 0.0004
     max_steps: int = 32000  # stop after this many SGD steps (paper: 32k)
     holdout_fraction: float = 0.05  # slice of images held out for accuracy
-    checkpoint_every_epochs: int = 1  # checkpoint cadence
-    max_failures: int = 2  # Ray Train restarts after a worker dies
+    checkpoint_every_epochs: int = 1  # checkpoint at the end of every this many epochs ...
+    checkpoint_every_steps: int = 0  # ... and every this many SGD steps (0 = epoch ends only)
+    checkpoints_to_keep: int = 2  # newest checkpoints kept in storage_path
+    storage_path: str = ""  # Ray Train run storage (local or s3://); default: <out>_ray_train
+    max_failures: int = 2  # Ray Train restarts from the newest checkpoint after a worker dies
+    folds: int = 0  # > 1: cross-fitting, train on every fold but `fold` (set by the out-of-fold filter)
+    fold: int = -1  # the fold left out (0..folds-1)
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
 
 @dataclass
 class FilterConfig:
-    """Score every image with the classifier and drop noisy ones (Eqn 13)."""
+    """Rounds of train-a-classifier / score every image / drop by the paper's rules (Eqn 13, 14, 15)."""
 
     images: str = ""  # input image shards; default: the ingest output
-    model: str = ""  # classifier folder; default: the classifier output
-    out: str = ""  # output folder (scores + kept images); default: <pipeline out>/filtered
-    rule: str = "eqn13"  # eqn13: drop P(tag) <= threshold; eqn14: drop tag not in top-k; eqn15 = eqn13 at 0.6
-    threshold: float = 0.1  # P(tag) threshold of Eqn 13 / 15
-    top_k: int = 3  # k of Eqn 14
-    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    out: str = ""  # output folder: round1/, round2/, ... each with classifier(s), scores/, images/
+    rounds: int = 3  # how many of the paper's rounds run, in order: Eqn 13, Eqn 14, Eqn 15 (0 = no filtering)
+    eqn13_threshold: float = 0.1  # round 1 drops P(tag) <= this
+    eqn14_top_k: int = 3  # round 2 drops images whose tag is not in the top k classes
+    eqn15_threshold: float = 0.6  # round 3 drops P(tag) <= this
+    mode: str = "paper"  # paper: each round's model scores its own training images | oof: cross-fitted
+    folds: int = 3  # oof: k models per round, each scoring the fold it never trained on
+    train: ClassifierConfig = field(default_factory=ClassifierConfig)  # the round classifiers (images/out unused)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)  # the scoring actor pool
 
 
 @dataclass
@@ -304,8 +313,8 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def to_dict(obj: Any) -> dict:
-    """The dataclass as a plain nested dict (for YAML, JSON and MLflow params)."""
-    return dataclasses.asdict(obj)
+    """The dataclass as a plain nested dict (for YAML, JSON and MLflow params); a dict passes through."""
+    return dict(obj) if isinstance(obj, dict) else dataclasses.asdict(obj)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -416,6 +425,8 @@ def validate(obj: Any, prefix: str = "") -> None:
         _check(obj.cpus_per_worker > 0, f"{p}cpus_per_worker must be > 0")
         _check(obj.inference_batch_size >= 1, f"{p}inference_batch_size must be >= 1")
         _check(obj.backend in ("auto", "gloo", "nccl"), f"{p}backend must be auto, gloo or nccl")
+        _check(obj.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+               f"{p}placement_strategy must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
     elif isinstance(obj, SynthConfig):
         _check(1 <= obj.num_classes <= 20, f"{p}num_classes must be in 1..20")
         _check(obj.images_per_class >= 1, f"{p}images_per_class must be >= 1")
@@ -443,10 +454,17 @@ def validate(obj: Any, prefix: str = "") -> None:
         if isinstance(obj, ClassifierConfig):
             _check(0 < obj.width <= 2, f"{p}width must be in (0, 2]")
             _check(0 <= obj.holdout_fraction < 0.5, f"{p}holdout_fraction must be in [0, 0.5)")
+            _check(obj.checkpoint_every_steps >= 0 and obj.checkpoint_every_epochs >= 1,
+                   f"{p}checkpoint_every_steps must be >= 0 and checkpoint_every_epochs >= 1")
+            _check(obj.checkpoints_to_keep >= 1, f"{p}checkpoints_to_keep must be >= 1")
+            _check(obj.folds == 0 or (obj.folds >= 2 and 0 <= obj.fold < obj.folds),
+                   f"{p}fold must be in 0..folds-1 when folds >= 2")
     elif isinstance(obj, FilterConfig):
-        _check(obj.rule in ("eqn13", "eqn14", "eqn15", "none"), f"{p}rule must be eqn13, eqn14, eqn15 or none")
-        _check(0 <= obj.threshold < 1, f"{p}threshold must be in [0, 1)")
-        _check(obj.top_k >= 1, f"{p}top_k must be >= 1")
+        _check(0 <= obj.rounds <= 3, f"{p}rounds must be in 0..3")
+        _check(obj.mode in ("paper", "oof"), f"{p}mode must be paper or oof")
+        _check(obj.mode != "oof" or obj.folds >= 2, f"{p}folds must be >= 2 in oof mode")
+        _check(0 <= obj.eqn13_threshold < 1 and 0 <= obj.eqn15_threshold < 1, f"{p}eqn13/15 thresholds must be in [0, 1)")
+        _check(obj.eqn14_top_k >= 1, f"{p}eqn14_top_k must be >= 1")
     elif isinstance(obj, AttentionConfig):
         _check(0 <= obj.delta_background <= obj.delta_object <= 1,
                f"{p}need 0 <= delta_background <= delta_object <= 1")

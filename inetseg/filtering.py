@@ -27,3 +27,21 @@ def keep_mask(p_tag: np.ndarray, tag_rank: np.ndarray, rule: str, threshold: flo
     if rule == "none":
         return np.ones(len(p_tag), dtype=bool)
     raise ValueError(f"unknown filter rule {rule!r}")
+
+
+def paper_rounds(rounds: int, eqn13_threshold: float = 0.1, eqn14_top_k: int = 3,
+                 eqn15_threshold: float = 0.6) -> list[dict]:
+    """The first `rounds` of the paper's schedule as keep_mask kwargs: Eqn 13, then 14, then 15."""
+    schedule = [{"rule": "eqn13", "threshold": eqn13_threshold, "top_k": eqn14_top_k},
+                {"rule": "eqn14", "threshold": 0.0, "top_k": eqn14_top_k},
+                {"rule": "eqn15", "threshold": eqn15_threshold, "top_k": eqn14_top_k}]
+    return schedule[:rounds]
+
+
+def fold_of(ids, folds: int) -> np.ndarray:
+    """Fold index 0..folds-1 per id, from a salted hash: stable across runs, independent of the
+    holdout split and of the shard an image sits in."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.blake2b(f"fold:{i}".encode(), digest_size=8).digest(), "little") % folds
+                     for i in ids], dtype=np.int64)

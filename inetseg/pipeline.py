@@ -1,4 +1,4 @@
-"""The whole run: corpus -> ingest -> classifier -> filter -> attention -> segmenter -> predict -> CRF -> mIoU."""
+"""The whole run: corpus -> ingest -> filter rounds -> classifier -> attention -> segmenter -> predict -> CRF -> mIoU."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,7 @@ from inetseg import storage
 
 log = logging.getLogger("inetseg")
 
-STAGES = ("synth", "ingest", "classifier", "filter", "attention", "segmenter", "predict", "crf", "evaluate")
+STAGES = ("synth", "ingest", "filter", "classifier", "attention", "segmenter", "predict", "crf", "evaluate")
 
 
 def resolve_paths(cfg: C.PipelineConfig) -> C.PipelineConfig:
@@ -27,12 +27,15 @@ def resolve_paths(cfg: C.PipelineConfig) -> C.PipelineConfig:
     else:
         cfg.ingest.source = cfg.ingest.source or cfg.source
     cfg.ingest.out = cfg.ingest.out or j("images")
-    cfg.classifier.images = cfg.classifier.images or cfg.ingest.out
-    cfg.classifier.out = cfg.classifier.out or j("classifier")
     cfg.filter.images = cfg.filter.images or cfg.ingest.out
-    cfg.filter.model = cfg.filter.model or cfg.classifier.out
     cfg.filter.out = cfg.filter.out or j("filter")
-    cfg.attention.images = cfg.attention.images or storage.join(cfg.filter.out, "images")
+    # The paper's order: filter rounds (each with its own classifier), then the final classifier on what
+    # survived; its attention makes the pseudo labels.
+    filtered = storage.join(cfg.filter.out, f"round{cfg.filter.rounds}", "images") if cfg.filter.rounds \
+        else cfg.filter.images
+    cfg.classifier.images = cfg.classifier.images or filtered
+    cfg.classifier.out = cfg.classifier.out or j("classifier")
+    cfg.attention.images = cfg.attention.images or filtered
     cfg.attention.model = cfg.attention.model or cfg.classifier.out
     cfg.attention.out = cfg.attention.out or j("pseudo")
     cfg.segmenter.pseudo = cfg.segmenter.pseudo or cfg.attention.out
@@ -107,15 +110,19 @@ def run(cfg: C.PipelineConfig) -> dict:
             counts["ingested"], counts["ingest_failed"] = meta["ok"], meta["total"] - meta["ok"]
             st.log_metrics({"ok": meta["ok"], "total": meta["total"]})
             st.log_json("summary.json", meta)
-        with tracker.stage("classifier", C.flatten(C.to_dict(cfg.classifier))) as st:
-            meta = timer.run("classifier", lambda: classifier.run(cfg.classifier, cfg.resume))
-            for i, row in enumerate(meta.get("history", [])):
-                st.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=i)
-            st.log_json("summary.json", meta)
         with tracker.stage("filter", C.flatten(C.to_dict(cfg.filter))) as st:
             meta = timer.run("filter", lambda: filter.run(cfg.filter, cfg.resume))
             counts["filtered"] = meta["kept"]
             st.log_metrics({"in": meta["in"], "kept": meta["kept"], "dropped": meta["dropped"]})
+            for rnd in meta["rounds"]:  # each round's counts, overall and per tag, as a step series
+                st.log_metrics({"round_in": rnd["in"], "round_kept": rnd["kept"], "round_dropped": rnd["dropped"],
+                                **{f"kept_{t}": c["kept"] for t, c in rnd["per_tag"].items()},
+                                **{f"in_{t}": c["in"] for t, c in rnd["per_tag"].items()}}, step=rnd["round"])
+            st.log_json("summary.json", meta)
+        with tracker.stage("classifier", C.flatten(C.to_dict(cfg.classifier))) as st:
+            meta = timer.run("classifier", lambda: classifier.run(cfg.classifier, cfg.resume))
+            for i, row in enumerate(meta.get("history", [])):
+                st.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=i)
             st.log_json("summary.json", meta)
         with tracker.stage("attention", C.flatten(C.to_dict(cfg.attention))) as st:
             meta = timer.run("attention", lambda: attention.run(cfg.attention, cfg.resume))
@@ -142,7 +149,7 @@ def run(cfg: C.PipelineConfig) -> dict:
             if cfg.source == "synth":  # measurement only: the hidden truth never feeds a stage
                 truth = audit.load_truth(cfg.synth.out)
                 pseudo_q = audit.pseudo_label_quality(cfg.attention.out, truth, classes)
-                filter_q = audit.filter_quality(storage.join(cfg.filter.out, "scores"), truth)
+                filter_q = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth)
             grid = report.grid_png(cfg, classes, cfg.evaluate.grid_images)
             st.log_artifact_bytes("grid.png", grid)
             storage.write_bytes(storage.join(cfg.out, "grid.png"), grid)

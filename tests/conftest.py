@@ -13,6 +13,8 @@ TINY = [
     "ingest.max_side=64", "ingest.rows_per_shard=50",
     "classifier.width=0.25", "classifier.input_size=64", "classifier.epochs=2", "classifier.batch_size=16",
     "classifier.holdout_fraction=0.1",
+    "filter.train.width=0.25", "filter.train.input_size=64", "filter.train.epochs=1", "filter.train.batch_size=16",
+    "filter.train.holdout_fraction=0.1", "filter.rounds=1",  # all three rounds: tests/test_filter_rounds.py
     "attention.input_size=64",
     "segmenter.input_size=64", "segmenter.epochs=1", "segmenter.batch_size=8",
     "predict.input_size=64", "evaluate.grid_images=3", "crf.iterations=3",

@@ -23,6 +23,13 @@ EPOCH_START = 1262304000  # 2010-01-01, first synthetic upload date
 EPOCH_SPAN = 14 * 365 * 86400  # uploads spread over 14 years
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded server with a listen backlog for many concurrent downloaders (the default is 5)."""
+
+    request_queue_size = 256
+    daemon_threads = True
+
+
 @dataclass
 class Faults:
     """How badly the server behaves (probabilities per request unless stated)."""
@@ -77,7 +84,7 @@ class FakeFlickr:
         self.lock = threading.Lock()
         self.burst_left = 0
         self.calls: dict[str, int] = {}
-        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server = _Server((host, port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

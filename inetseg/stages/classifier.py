@@ -7,18 +7,31 @@ import time
 import ray
 
 from inetseg import config as C
-from inetseg import shards
+from inetseg import filtering, shards
 from inetseg.stages import training
-from inetseg.stages.common import run_stage, stage_fingerprint, usable_images
+from inetseg.stages.common import run_stage, stage_fingerprint, usable_ids, usable_images
 from inetseg.train import classifier_loop
 from inetseg.train.data import classifier_batch
 
 log = logging.getLogger("inetseg")
 
 
-def image_dataset(path: str) -> ray.data.Dataset:
-    """The ok rows of an IMAGES table (failed rows stay on disk, counted, never trained on)."""
-    return usable_images(path, "image shards", ["id", "label", "image"])
+def image_dataset(path: str, folds: int = 0, fold: int = -1, keep_fold: bool = False) -> ray.data.Dataset:
+    """The ok rows of an IMAGES table (failed rows stay on disk, counted, never trained on); with
+    folds > 1, every row but those of `fold` (or, keep_fold=True, only those)."""
+    ds = usable_images(path, "image shards", ["id", "label", "image"])
+    if folds > 1:
+        ds = ds.map_batches(fold_rows, batch_format="pyarrow",
+                            fn_kwargs={"folds": folds, "fold": fold, "keep": keep_fold})
+    return ds
+
+
+def fold_rows(batch, folds: int, fold: int, keep: bool):
+    """Rows of one fold (keep) or of all the others."""
+    import pyarrow as pa
+
+    in_fold = filtering.fold_of(batch.column("id").to_pylist(), folds) == fold
+    return batch.filter(pa.array(in_fold if keep else ~in_fold))
 
 
 def classes_of(images: str) -> list[str]:
@@ -42,7 +55,10 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
         n_ok = count_ok(cfg.images)
         if n_ok == 0:
             raise ValueError(f"no usable images in {cfg.images}")
-        ds = image_dataset(cfg.images)
+        ds = image_dataset(cfg.images, cfg.folds, cfg.fold)
+        n_used = n_ok
+        if cfg.folds > 1:  # exact count of the rows outside the left-out fold
+            n_used = int((filtering.fold_of(usable_ids(cfg.images), cfg.folds) != cfg.fold).sum())
         train = ds.randomize_block_order().map_batches(classifier_batch, batch_format="numpy", batch_size=64,
                                fn_kwargs={"input_size": cfg.input_size, "augment": True,
                                           "holdout": cfg.holdout_fraction, "want_holdout": False})
@@ -50,14 +66,15 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
                              fn_kwargs={"input_size": cfg.input_size, "augment": False,
                                         "holdout": cfg.holdout_fraction, "want_holdout": True})
         loop_config = {**C.to_dict(cfg), "num_classes": len(classes), "classes": classes,
-                       "n_train": int(n_ok * (1 - cfg.holdout_fraction))}
+                       "n_train": int(n_used * (1 - cfg.holdout_fraction))}
         loop_config.pop("compute")
         result = training.fit(f"classifier-{fp}", classifier_loop.train_loop_per_worker, loop_config,
                               {"train": train, "val": val}, cfg.compute,
-                              cfg.out.rstrip("/") + "_ray_train", cfg.max_failures)
+                              cfg.storage_path or cfg.out.rstrip("/") + "_ray_train", cfg.max_failures,
+                              cfg.checkpoints_to_keep)
         meta = training.export_model(result, cfg.out)
         history = result.metrics_dataframe.to_dict(orient="records") if result.metrics_dataframe is not None else []
-        return {"classes": classes, "images": n_ok, "seconds": time.time() - t0,
+        return {"classes": classes, "images": int(n_used), "seconds": time.time() - t0,
                 "metrics": meta["metrics"], "history": history}
 
     return run_stage("classifier", cfg.out, fp, resume, body)

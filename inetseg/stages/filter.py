@@ -1,7 +1,10 @@
-"""Filter stage: score every image in a Ray Data actor pool, drop noisy ones by the paper's rule."""
+"""Filter stage: rounds of training a classifier (Ray Train), scoring every image (Ray Data actor pool) and
+dropping noisy ones by the paper's rules; paper mode or out-of-fold (cross-fitted) scoring."""
 from __future__ import annotations
 
+import copy
 import logging
+import posixpath
 import time
 from collections import Counter
 
@@ -14,7 +17,7 @@ import torch
 from inetseg import config as C
 from inetseg import filtering, schema, shards, storage
 from inetseg.models.classifier import build_classifier
-from inetseg.stages import training
+from inetseg.stages import classifier, training
 from inetseg.stages.common import (actor_pool, read_stage, run_stage, set_threads, stage_fingerprint, torch_device,
                                     usable_images, write_stage)
 from inetseg.train.data import classifier_batch
@@ -54,48 +57,117 @@ class Scorer:
         }, schema=schema.SCORES)
 
 
-_KEPT: dict = {}
-
-
-def _only_kept(batch: pa.Table, kept_ref: ray.ObjectRef) -> pa.Table:
-    """Keep the rows whose id survived (the id set is fetched once per worker process)."""
-    key = kept_ref.hex()
+def _only_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
+    """Keep the rows whose id is in the referenced array (fetched once per worker process)."""
+    key = ids_ref.hex()
     if key not in _KEPT:
         _KEPT.clear()
-        _KEPT[key] = pa.array(ray.get(kept_ref))
+        _KEPT[key] = ray.get(ids_ref)
     return batch.filter(pc.is_in(batch.column("id"), value_set=_KEPT[key]))
 
 
-def run(cfg: C.FilterConfig, resume: bool = True, round_: int = 1) -> dict:
-    """Write cfg.out/scores (every ok image) and cfg.out/images (the kept ones, IMAGES schema)."""
+_KEPT: dict = {}
+
+
+def score(images: str, model_dir: str, out: str, rule: dict, round_: int, compute: C.ComputeConfig,
+          folds: int = 0, fold: int = -1) -> None:
+    """SCORES rows for the usable images (only those of `fold` when folds > 1) into `out`."""
+    ds = usable_images(images, "image shards", ["id", "tag", "label", "image"])
+    if folds > 1:
+        ds = ds.map_batches(classifier.fold_rows, batch_format="pyarrow",
+                            fn_kwargs={"folds": folds, "fold": fold, "keep": True})
+    scored = ds.map_batches(Scorer, batch_format="numpy",
+                            fn_constructor_kwargs={"model_dir": model_dir, "compute": compute, "rule": rule,
+                                                   "round_": round_},
+                            **actor_pool(compute))
+    write_stage(scored, out, schema.SCORES)
+
+
+def keep_images(images: str, kept_ids: list[str], out: str) -> None:
+    """The IMAGES rows whose id was kept, into `out` (the next round's input)."""
+    ref = ray.put(pa.array(kept_ids, pa.string()))
+    ds = read_stage(images, "image shards").map_batches(_only_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": ref})
+    write_stage(ds, out, schema.IMAGES)
+
+
+def round_counts(scores: pa.Table) -> dict:
+    """in / kept / dropped overall and per tag, from a round's SCORES."""
+    per_in = Counter(scores.column("tag").to_pylist())
+    per_out = Counter(pc.filter(scores.column("tag"), scores.column("kept")).to_pylist())
+    kept = sum(per_out.values())
+    return {"in": scores.num_rows, "kept": kept, "dropped": scores.num_rows - kept,
+            "per_tag": {t: {"in": per_in[t], "kept": per_out.get(t, 0)} for t in sorted(per_in)}}
+
+
+def final_images(cfg: C.FilterConfig) -> str:
+    """Where the filtered images end up: the last round's images/, or the input when rounds = 0."""
+    return storage.join(cfg.out, f"round{cfg.rounds}", "images") if cfg.rounds else cfg.images
+
+
+def _round_classifier(cfg: C.FilterConfig, images: str, out: str, fold: int = -1) -> C.ClassifierConfig:
+    c = copy.deepcopy(cfg.train)
+    c.images, c.out = images, out
+    c.folds, c.fold = (cfg.folds, fold) if fold >= 0 else (0, -1)
+    c.storage_path = storage.join(out + "_ray_train") if not cfg.train.storage_path else storage.join(
+        cfg.train.storage_path, posixpath.basename(out.rstrip("/")))
+    return c
+
+
+def run_round(cfg: C.FilterConfig, r: int, rule: dict, images: str, resume: bool) -> dict:
+    """One round: train (k models in oof mode), score, keep. Each step is resumable on its own."""
+    t0 = time.time()
+    rdir = storage.join(cfg.out, f"round{r}")
+    scores_dir, images_out = storage.join(rdir, "scores"), storage.join(rdir, "images")
+    folds = list(range(cfg.folds)) if cfg.mode == "oof" else [-1]
+    accs, score_dirs = [], []
+    for f in folds:
+        name = "classifier" if f < 0 else f"classifier-fold{f}"
+        ccfg = _round_classifier(cfg, images, storage.join(rdir, name), f)
+        log.info("filter round %d (%s): training %s on %s", r, rule["rule"], name, images)
+        cmeta = classifier.run(ccfg, resume)
+        accs.append(cmeta.get("metrics", {}).get("val_acc"))
+        sdir = scores_dir if f < 0 else storage.join(scores_dir, f"fold{f}")
+        score_dirs.append(sdir)
+        fp = stage_fingerprint({"rule": rule, "round": r, "fold": f, "compute": C.to_dict(cfg.compute)},
+                               images, ccfg.out)
+        run_stage(f"filter round {r} scoring", sdir, fp, resume,
+                  lambda ccfg=ccfg, sdir=sdir, f=f: (score(images, ccfg.out, sdir, rule, r, cfg.compute,
+                                                           cfg.folds if f >= 0 else 0, f), {})[1])
+    scores = pa.concat_tables([shards.read_table(d, columns=["id", "tag", "kept"]) for d in score_dirs])
+    counts = round_counts(scores)
+    classes = list(shards.read_marker(images)["classes"])
+    kept_ids = pc.filter(scores.column("id"), scores.column("kept")).to_pylist()
+    fp = stage_fingerprint({"round": r}, *score_dirs)
+    run_stage(f"filter round {r} keep", images_out, fp, resume,
+              lambda: (keep_images(images, kept_ids, images_out),
+                       {"classes": classes, "ok": len(kept_ids), "total": len(kept_ids), "failed": {}})[1])
+    return {"round": r, **rule, **counts, "classifier_val_acc": accs, "seconds": round(time.time() - t0, 2)}
+
+
+def run(cfg: C.FilterConfig, resume: bool = True) -> dict:
+    """The paper's rounds (Eqn 13, 14, 15), each retraining on what the last kept; returns the stage marker
+    with every round's counts. The kept images of the last round are at final_images(cfg)."""
     shards.require(cfg.images, "image shards")
-    shards.require(cfg.model, "classifier model")
     classes = list(shards.read_marker(cfg.images)["classes"])
-
-    def body() -> dict:
-        t0 = time.time()
-        scores_dir, images_dir = storage.join(cfg.out, "scores"), storage.join(cfg.out, "images")
-        ds = usable_images(cfg.images, "image shards", ["id", "tag", "label", "image"])
-        rule = {"rule": cfg.rule, "threshold": cfg.threshold, "top_k": cfg.top_k}
-        scored = ds.map_batches(Scorer, batch_format="numpy",
-                                fn_constructor_kwargs={"model_dir": cfg.model, "compute": cfg.compute,
-                                                       "rule": rule, "round_": round_},
-                                **actor_pool(cfg.compute))
-        write_stage(scored, scores_dir, schema.SCORES)
-        scores = shards.read_table(scores_dir, columns=["id", "tag", "kept"])
-        kept_ids = pc.filter(scores.column("id"), scores.column("kept")).to_pylist()
-        kept_ref = ray.put(kept_ids)
-        images = read_stage(cfg.images, "image shards").map_batches(
-            _only_kept, batch_format="pyarrow", fn_kwargs={"kept_ref": kept_ref})
-        write_stage(images, images_dir, schema.IMAGES)
-        per_tag_in = Counter(scores.column("tag").to_pylist())
-        per_tag_out = Counter(pc.filter(scores.column("tag"), scores.column("kept")).to_pylist())
-        counts = {"in": scores.num_rows, "kept": len(kept_ids), "dropped": scores.num_rows - len(kept_ids),
-                  "per_tag": {t: {"in": per_tag_in[t], "kept": per_tag_out.get(t, 0)} for t in sorted(per_tag_in)}}
-        # The kept-image table is itself a finished stage output that later stages can require.
-        shards.mark_complete(images_dir, "filtered", {"classes": classes, "ok": len(kept_ids),
-                                                      "total": len(kept_ids), "failed": {}})
-        shards.mark_complete(scores_dir, "filtered", {"rows": scores.num_rows})
-        return {"classes": classes, "round": round_, "rule": rule, "seconds": time.time() - t0, **counts}
-
-    return run_stage("filter", cfg.out, stage_fingerprint(cfg, cfg.images, cfg.model), resume, body)
+    fp = stage_fingerprint(cfg, cfg.images)
+    if resume and shards.is_complete(cfg.out, fp):
+        log.info("filter: reusing finished output at %s", cfg.out)
+        return {**shards.read_marker(cfg.out), "reused": True}
+    t0 = time.time()
+    storage.makedirs(cfg.out)
+    stale = storage.join(cfg.out, shards.SUCCESS)
+    if storage.exists(stale):
+        storage.delete_file(stale)
+    rounds, images = [], cfg.images
+    schedule = filtering.paper_rounds(cfg.rounds, cfg.eqn13_threshold, cfg.eqn14_top_k, cfg.eqn15_threshold)
+    for r, rule in enumerate(schedule, start=1):
+        meta = run_round(cfg, r, rule, images, resume)
+        log.info("filter round %d (%s): %d in, %d dropped, %d kept", r, rule["rule"], meta["in"], meta["dropped"],
+                 meta["kept"])
+        rounds.append(meta)
+        images = storage.join(cfg.out, f"round{r}", "images")
+    n_in = rounds[0]["in"] if rounds else int(shards.read_marker(cfg.images)["ok"])
+    n_out = rounds[-1]["kept"] if rounds else n_in
+    meta = {"classes": classes, "mode": cfg.mode, "rounds": rounds, "in": n_in, "kept": n_out,
+            "dropped": n_in - n_out, "images": final_images(cfg), "seconds": time.time() - t0}
+    return shards.mark_complete(cfg.out, fp, meta)

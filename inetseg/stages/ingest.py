@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 
+import cv2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -161,6 +162,7 @@ def ingest_shard(spec: dict, out: str, limits: imaging.ImageLimits, quality: int
     """Fetch + decode one shard's inputs batch by batch into a hidden temp file, rename it into place,
     then write the shard's stats (its completion record). Memory is one batch, whatever the shard size."""
     t0 = time.time()
+    cv2.setNumThreads(1)  # one Ray CPU per shard task: OpenCV's own thread pool would oversubscribe the node
     name = str(spec["name"])
     sources = [str(s) for s in spec["sources"]]
     tags, labels = list(spec["tags"]), [int(v) for v in spec["labels"]]
@@ -303,13 +305,17 @@ def run(cfg: C.IngestConfig, resume: bool = True, progress: bool = True) -> dict
                                                          "quality": cfg.jpeg_quality, "policy": policy,
                                                          "batch": cfg.files_per_task})
         ctx = ray.data.DataContext.get_current()
-        bars, ctx.enable_progress_bars = ctx.enable_progress_bars, False  # one image-level bar instead
+        saved = ctx.enable_progress_bars, ctx.op_resource_reservation_enabled
+        # One image-level bar instead of Ray Data's per-operator ones. This dataset has a single
+        # operator, so there is nothing downstream to reserve resources for: the reservation would
+        # only hold half the CPUs back (measured: 1.2 tasks in flight on 2 CPUs with it, 1.8 without).
+        ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = False, False
         try:
             with tqdm(total=len(items), initial=done_rows, desc="ingest", unit="img", disable=not progress) as bar:
                 for row in ds.iter_rows():
                     bar.update(int(row["total"]))
         finally:
-            ctx.enable_progress_bars = bars
+            ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = saved
     _remove_stale(cfg.out, specs)
     dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["sources"]], cfg)
     shards.write_table(dups, storage.join(cfg.out, "_dedupe"))

@@ -25,7 +25,7 @@ def backend(compute: ComputeConfig) -> str:
 
 
 def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray.data.Dataset],
-        compute: ComputeConfig, storage_path: str, max_failures: int) -> Any:
+        compute: ComputeConfig, storage_path: str, max_failures: int, keep: int = 2) -> Any:
     """Run `loop` on compute.num_workers DDP workers; returns the Ray Train Result.
 
     Checkpoints go to `storage_path/name`; a re-run with the same path resumes from the newest one,
@@ -37,12 +37,12 @@ def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: di
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=backend(compute)),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=compute.num_workers, use_gpu=compute.use_gpu,
+            num_workers=compute.num_workers, use_gpu=compute.use_gpu, placement_strategy=compute.placement_strategy,
             resources_per_worker={"CPU": compute.cpus_per_worker, **({"GPU": 1} if compute.use_gpu else {})}),
         run_config=RunConfig(
             name=name,
             storage_path=storage.absolute(storage_path),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep),
             failure_config=FailureConfig(max_failures=max_failures),
         ),
         datasets=datasets,

@@ -44,6 +44,10 @@ def train_loop_per_worker(config: dict) -> None:
     scaler = utils.make_scaler(device, config["amp"])
 
     start_epoch, step = session.resume(model, optimizer, scheduler)  # after a worker failure
+    resumed_step = step
+    num_nodes = utils.count_nodes()
+    meta = {"kind": "classifier", "num_classes": config["num_classes"], "width": config["width"],
+            "classes": config["classes"], "input_size": config["input_size"]}
 
     per_worker = max(1, config["batch_size"] // ctx.get_world_size())
     steps_per_epoch = max(1, math.ceil(config["n_train"] / config["batch_size"]))
@@ -70,11 +74,14 @@ def train_loop_per_worker(config: dict) -> None:
             seen += n
             if step >= total_steps:
                 break
+            if session.step_checkpoint_due(config, step):
+                session.report_step({"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
+                                     "resumed_step": resumed_step, "mid_epoch": 1}, meta, model, optimizer,
+                                    scheduler, epoch, step)
         metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
                    "train_acc": correct / max(1, seen), "images_per_sec": meter.rate(),
-                   "lr": scheduler.get_last_lr()[0]}
+                   "lr": scheduler.get_last_lr()[0], "resumed_step": resumed_step, "mid_epoch": 0,
+                   "world_size": ctx.get_world_size(), "num_nodes": num_nodes}
         metrics.update(evaluate(model, val_shard, per_worker, device))
-        meta = {"kind": "classifier", "num_classes": config["num_classes"], "width": config["width"],
-                "classes": config["classes"], "input_size": config["input_size"]}
         session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step,
                              last=epoch == config["epochs"] - 1 or step >= total_steps)

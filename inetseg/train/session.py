@@ -12,13 +12,15 @@ from inetseg.train import utils
 
 
 def resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, int]:
-    """(first epoch, step) to continue from: 0, 0 on a fresh run; after a failure, the newest checkpoint's."""
+    """(first epoch, step) to continue from: 0, 0 on a fresh run; after a failure or a restart of the
+    run, the newest checkpoint's. A mid-epoch checkpoint resumes at the start of that epoch with its
+    step count kept, so the step budget (and the lr schedule) is exact either way."""
     ckpt = ray.train.get_checkpoint()
     if not ckpt:
         return 0, 0
     with ckpt.as_directory() as d:
         progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
-    return progress["epoch"] + 1, progress["step"]
+    return progress["epoch"] + (0 if progress.get("mid_epoch") else 1), progress["step"]
 
 
 def sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -29,6 +31,25 @@ def sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
+
+
+def step_checkpoint_due(config: dict, step: int) -> bool:
+    """True every `checkpoint_every_steps` SGD steps (0 = never inside an epoch)."""
+    n = config.get("checkpoint_every_steps", 0)
+    return bool(n) and step % n == 0
+
+
+def report_step(metrics: dict, meta: dict, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                epoch: int, step: int) -> None:
+    """A mid-epoch report from every rank (they step in lock-step); rank 0 attaches a checkpoint."""
+    checkpoint = None
+    if ray.train.get_context().get_world_rank() == 0:
+        d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step, "mid_epoch": True},
+                                      {**meta, "metrics": metrics})
+        checkpoint = ray.train.Checkpoint.from_directory(d)
+    ray.train.report(metrics, checkpoint=checkpoint)
+    if checkpoint is not None and os.path.isdir(checkpoint.path):
+        shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
 def report_epoch(metrics: dict, config: dict, meta: dict, model: torch.nn.Module, optimizer: Any,

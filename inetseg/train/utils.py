@@ -114,3 +114,15 @@ def batches(shard: Any, batch_size: int, device: torch.device, keys: tuple[str, 
         if len(b[keys[0]]) == 0:
             continue
         yield b
+
+
+def count_nodes() -> int:
+    """How many distinct Ray nodes the DDP ranks run on (all-gathered; 1 without a process group)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1
+    nodes: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(nodes, node)
+    return len(set(nodes))

@@ -1,0 +1,91 @@
+"""Ray Train across two Ray nodes on this machine (ray.cluster_utils.Cluster): DDP whose loss falls,
+a worker SIGKILLed mid-training that the run survives from its last checkpoint."""
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+import ray
+
+from inetseg import config as C
+from inetseg.sources import synth
+from inetseg.stages import classifier, ingest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def images(two_nodes, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    synth.generate(C.SynthConfig(num_classes=3, images_per_class=32, test_images=1, image_size=64), str(root / "c"),
+                   progress=False)
+    out = str(root / "images")
+    ingest.run(C.IngestConfig(source=str(root / "c" / "search"), out=out, max_side=64), progress=False)
+    return root, out
+
+
+def _cfg(root, images, name, **kw):
+    base = {"images": images, "out": str(root / name), "width": 0.25, "input_size": 64, "epochs": 6,
+            "batch_size": 32, "lr": 0.05, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
+            "compute": {"num_workers": 2, "cpus_per_worker": 1, "torch_threads": 1,
+                        "placement_strategy": "STRICT_SPREAD"}}
+    return C.from_dict(C.ClassifierConfig, C.deep_merge(base, kw))
+
+
+def test_two_nodes_two_ddp_workers_loss_falls(images):
+    root, imgs = images
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    meta = classifier.run(_cfg(root, imgs, "ddp"))
+    epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
+    assert epochs[-1]["world_size"] == 2 and epochs[-1]["num_nodes"] == 2  # one rank on each node
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+
+
+def _kill_a_worker_after_checkpoint(storage: str, done: threading.Event, killed: list) -> None:
+    """Wait for the first persisted checkpoint, then SIGKILL one RayTrainWorker process."""
+    deadline = time.time() + 300
+    while time.time() < deadline and not done.is_set():
+        found = any(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs)
+        if found:
+            for p in psutil.process_iter(["cmdline"]):
+                if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []):
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+                    return
+        time.sleep(0.05)
+
+
+def test_worker_killed_mid_training_resumes_from_checkpoint(images):
+    root, imgs = images
+    cfg = _cfg(root, imgs, "killed", epochs=8, checkpoint_every_steps=2, max_failures=2)
+    storage = cfg.out + "_ray_train"
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_worker_after_checkpoint, args=(storage, done, killed), daemon=True)
+    killer.start()
+    try:
+        meta = classifier.run(cfg)
+    finally:
+        done.set()
+        killer.join(timeout=10)
+    assert killed, "no worker was killed: the run finished first"
+    resumed = [h["resumed_step"] for h in meta["history"] if h.get("resumed_step")]
+    assert resumed and min(resumed) >= 2  # the restarted group began at a checkpoint, not at step 0
+    final = [h for h in meta["history"] if not h.get("mid_epoch")][-1]
+    assert final["epoch"] == 7 and (root / "killed" / "model.pt").exists()
