@@ -38,6 +38,23 @@ def _random_crop_box(rng: np.random.Generator, h: int, w: int, scale: tuple[floa
     return (h - side) // 2, (w - side) // 2, side, side
 
 
+def augment_images(images: list[np.ndarray], input_size: int, augment: bool,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """Decoded RGB images -> N x 3 x S x S float32: random resized crop + flip when augmenting, else a resize."""
+    rng = rng or np.random.default_rng()
+    xs = []
+    for img in images:
+        if augment:
+            y0, x0, ch, cw = _random_crop_box(rng, *img.shape[:2], scale=(0.35, 1.0))
+            img = img[y0:y0 + ch, x0:x0 + cw]
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+        xs.append(imaging.resize_square(np.ascontiguousarray(img), input_size))
+    if not xs:
+        return np.zeros((0, 3, input_size, input_size), np.float32)
+    return normalise(np.stack(xs))
+
+
 def classifier_batch(batch: dict, input_size: int, augment: bool, holdout: float = 0.0,
                      want_holdout: bool = False) -> dict:
     """Rows of the IMAGES table -> {'x': N x 3 x S x S float32, 'y': N int64 (0-based class)}.
@@ -45,22 +62,9 @@ def classifier_batch(batch: dict, input_size: int, augment: bool, holdout: float
     Keeps only the rows on the requested side of the holdout split.
     """
     keep = in_holdout(batch["id"], holdout) == want_holdout
-    rng = np.random.default_rng()
-    xs, ys = [], []
-    for data, label, k in zip(batch["image"], batch["label"], keep):
-        if not k:
-            continue
-        img = imaging.decode_rgb(data)
-        if augment:
-            y0, x0, ch, cw = _random_crop_box(rng, *img.shape[:2], scale=(0.35, 1.0))
-            img = img[y0:y0 + ch, x0:x0 + cw]
-            if rng.random() < 0.5:
-                img = img[:, ::-1]
-        xs.append(imaging.resize_square(np.ascontiguousarray(img), input_size))
-        ys.append(int(label) - 1)
-    if not xs:
-        return {"x": np.zeros((0, 3, input_size, input_size), np.float32), "y": np.zeros(0, np.int64)}
-    return {"x": normalise(np.stack(xs)), "y": np.asarray(ys, dtype=np.int64)}
+    images = [imaging.decode_rgb(d) for d, k in zip(batch["image"], keep) if k]
+    ys = [int(label) - 1 for label, k in zip(batch["label"], keep) if k]
+    return {"x": augment_images(images, input_size, augment), "y": np.asarray(ys, dtype=np.int64)}
 
 
 def segmenter_batch(batch: dict, input_size: int, augment: bool) -> dict:

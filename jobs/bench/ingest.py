@@ -57,6 +57,7 @@ def photo_tree(photos: str, root: str, n: int) -> str:
 
 def subset_tree(source: str, root: str, n: int) -> str:
     """Links to the first n files (round-robin over tags) of a folder-per-tag tree."""
+    shutil.rmtree(root, ignore_errors=True)
     tags = storage.list_dirs(source)
     per = {t: storage.list_files(os.path.join(source, t)) for t in tags}
     k = 0

@@ -1,0 +1,133 @@
+"""Training throughput: Ray Train + Ray Data against a plain PyTorch loop, and 2 workers against 1.
+
+    python jobs/bench/train.py --out train.json [--images 1000] [--epochs 3]
+
+Same images (a synthetic corpus, ingested), same GoogLeNet (width, input size), same batch size,
+same augmentation functions (random resized crop + flip, in `inetseg/train/data.py`):
+- plain: the images decoded once into memory, then a single-process loop that augments each batch
+  and steps SGD, torch using every core;
+- ray_1: the classifier stage's TorchTrainer, 1 worker using every core, fed by Ray Data (decode and
+  augmentation in Ray Data tasks, streaming);
+- ray_1x1 and ray_2x1: 1 and 2 workers with one torch thread each (the DDP scaling pair).
+Images per second are the training loop's own (from its first to its last batch of each epoch,
+best epoch after the first); wall-clock seconds including Ray Train start-up are reported beside them.
+`ratio_vs_plain_torch` = ray_1 / plain; `speedup_2_workers` = ray_2x1 / ray_1x1.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+
+from inetseg import config as C  # noqa: E402
+from inetseg import imaging, shards, storage  # noqa: E402
+
+
+def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
+    """The baseline loop: decoded images in memory, augmentation + SGD in one process."""
+    import torch
+    import torch.nn.functional as F
+
+    from inetseg.models.classifier import build_classifier
+    from inetseg.stages.common import usable_ids
+    from inetseg.train.data import augment_images
+
+    torch.set_num_threads(threads)
+    keep = set(usable_ids(images))
+    t = shards.read_table(images, columns=["id", "label", "image"])
+    rows = [(imaging.decode_rgb(b), int(lab) - 1) for i, lab, b in
+            zip(*(t.column(c).to_pylist() for c in ("id", "label", "image"))) if i in keep]
+    model = build_classifier(int(max(r[1] for r in rows)) + 1, cfg.width)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(0)
+    rates, t_start = [], time.perf_counter()
+    model.train()
+    for _ in range(cfg.epochs):
+        order = rng.permutation(len(rows))
+        t0, n = time.perf_counter(), 0
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            x = torch.from_numpy(augment_images([rows[i][0] for i in idx], cfg.input_size, True, rng))
+            y = torch.tensor([rows[i][1] for i in idx])
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += len(idx)
+        rates.append(n / (time.perf_counter() - t0))
+    return {"images_per_second": max(rates[1:] or rates), "epoch_rates": rates,
+            "wall_seconds": time.perf_counter() - t_start, "images": len(rows)}
+
+
+def ray_train(images: str, cfg: C.ClassifierConfig, out: str, workers: int, threads: int) -> dict:
+    """The classifier stage itself (Ray Train + Ray Data), from scratch."""
+    from inetseg.stages import classifier
+
+    c = copy.deepcopy(cfg)
+    c.images, c.out = images, out
+    c.compute.num_workers, c.compute.torch_threads, c.compute.cpus_per_worker = workers, threads, 1
+    storage.delete_dir(out)
+    storage.delete_dir(out + "_ray_train")
+    t0 = time.perf_counter()
+    meta = classifier.run(c, resume=False)
+    wall = time.perf_counter() - t0
+    epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
+    # images_per_sec is rank 0's own rate; DDP ranks step in lock-step on equal shards.
+    rates = [h["images_per_sec"] * workers for h in epochs]
+    return {"images_per_second": max(rates[1:] or rates), "epoch_rates": rates, "wall_seconds": wall,
+            "workers": workers, "torch_threads": threads, "final_loss": epochs[-1]["loss"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--run", default="runs/bench-train")
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--input-size", type=int, default=128)
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+
+    from inetseg.sources import synth
+    from inetseg.stages import ingest
+    from inetseg.stages.common import ensure_ray
+
+    ensure_ray(num_cpus=args.cpus)
+    corpus = storage.join(args.run, "corpus")
+    synth.generate(C.SynthConfig(num_classes=5, images_per_class=args.images // 5, test_images=1, image_size=128),
+                   corpus, progress=False)
+    images = storage.join(args.run, "images")
+    ingest.run(C.IngestConfig(source=storage.join(corpus, "search"), out=images, max_side=128), progress=False)
+    cfg = C.ClassifierConfig(width=args.width, input_size=args.input_size, epochs=args.epochs,
+                             batch_size=args.batch_size, lr=0.03, lr_decay_steps=10_000, holdout_fraction=0.0)
+    result: dict = {"images": args.images, "epochs": args.epochs, "input_size": args.input_size, "width": args.width,
+                    "batch_size": args.batch_size, "cpus": args.cpus}
+    result["plain"] = plain_torch(images, cfg, args.cpus)
+    print(f"plain torch: {result['plain']['images_per_second']:.1f} img/s", flush=True)
+    result["ray_1"] = ray_train(images, cfg, storage.join(args.run, "ray1"), 1, args.cpus)
+    print(f"ray train 1 worker: {result['ray_1']['images_per_second']:.1f} img/s", flush=True)
+    result["ray_1x1"] = ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1)
+    result["ray_2x1"] = ray_train(images, cfg, storage.join(args.run, "ray2x1"), 2, 1)
+    print(f"ray train 1x1 {result['ray_1x1']['images_per_second']:.1f}, 2x1 "
+          f"{result['ray_2x1']['images_per_second']:.1f} img/s", flush=True)
+    result["ratio_vs_plain_torch"] = result["ray_1"]["images_per_second"] / result["plain"]["images_per_second"]
+    result["ratio_vs_plain_torch_wall"] = result["plain"]["wall_seconds"] / result["ray_1"]["wall_seconds"]
+    result["speedup_2_workers"] = result["ray_2x1"]["images_per_second"] / result["ray_1x1"]["images_per_second"]
+    result["speedup_2_workers_vs_1_worker_all_threads"] = (result["ray_2x1"]["images_per_second"]
+                                                           / result["ray_1"]["images_per_second"])
+    storage.write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio", "speedup"))}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
