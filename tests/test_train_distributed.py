@@ -42,8 +42,8 @@ def images(two_nodes, tmp_path_factory):
 
 
 def _cfg(root, images, name, **kw):
-    base = {"images": images, "out": str(root / name), "width": 0.25, "input_size": 64, "epochs": 6,
-            "batch_size": 32, "lr": 0.05, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
+    base = {"images": images, "out": str(root / name), "width": 0.25, "input_size": 64, "epochs": 10,
+            "batch_size": 16, "lr": 0.05, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
             "compute": {"num_workers": 2, "cpus_per_worker": 1, "torch_threads": 1,
                         "placement_strategy": "STRICT_SPREAD"}}
     return C.from_dict(C.ClassifierConfig, C.deep_merge(base, kw))
@@ -59,11 +59,11 @@ def test_two_nodes_two_ddp_workers_loss_falls(images):
 
 
 def _kill_a_worker_after_checkpoint(storage: str, done: threading.Event, killed: list) -> None:
-    """Wait for the first persisted checkpoint, then SIGKILL one RayTrainWorker process."""
+    """Once two checkpoints exist (so the first is surely registered), SIGKILL one RayTrainWorker process."""
     deadline = time.time() + 300
     while time.time() < deadline and not done.is_set():
-        found = any(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs)
-        if found:
+        found = sum(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs)
+        if found >= 2:
             for p in psutil.process_iter(["cmdline"]):
                 if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []):
                     p.send_signal(signal.SIGKILL)
@@ -74,7 +74,7 @@ def _kill_a_worker_after_checkpoint(storage: str, done: threading.Event, killed:
 
 def test_worker_killed_mid_training_resumes_from_checkpoint(images):
     root, imgs = images
-    cfg = _cfg(root, imgs, "killed", epochs=8, checkpoint_every_steps=2, max_failures=2)
+    cfg = _cfg(root, imgs, "killed", epochs=8, checkpoint_every_steps=4, max_failures=2)
     storage = cfg.out + "_ray_train"
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_a_worker_after_checkpoint, args=(storage, done, killed), daemon=True)
@@ -86,6 +86,43 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(images):
         killer.join(timeout=10)
     assert killed, "no worker was killed: the run finished first"
     resumed = [h["resumed_step"] for h in meta["history"] if h.get("resumed_step")]
-    assert resumed and min(resumed) >= 2  # the restarted group began at a checkpoint, not at step 0
+    # The restarted group began at a checkpoint, not at step 0.
+    assert resumed and min(resumed) >= 4, [(h.get("step"), h.get("resumed_step")) for h in meta["history"]]
     final = [h for h in meta["history"] if not h.get("mid_epoch")][-1]
     assert final["epoch"] == 7 and (root / "killed" / "model.pt").exists()
+
+
+def test_killed_stage_rerun_resumes_from_newest_checkpoint(images):
+    """The driver of `inetseg classifier` SIGKILLed after two checkpoints; the same command again
+    continues from the newest checkpoint instead of step 0."""
+    import subprocess
+    import sys
+
+    root, imgs = images
+    out = root / "restart"
+    cmd = [sys.executable, "-m", "inetseg.cli", "classifier", f"images={imgs}", f"out={out}", "width=0.25",
+           "input_size=64", "epochs=6", "batch_size=16", "holdout_fraction=0.1", "checkpoint_every_steps=4",
+           "compute.torch_threads=1", "--num-cpus", "2"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = str(out) + "_ray_train"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if sum(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before the kill"
+    family = [proc, *[psutil.Process(c.pid) for c in psutil.Process(proc.pid).children(recursive=True)]]
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    meta = json.loads((out / "_SUCCESS.json").read_text())
+    resumed = [h.get("resumed_step") or 0 for h in meta["history"]]
+    assert max(resumed) >= 4, [(h.get("step"), h.get("resumed_step")) for h in meta["history"]]
