@@ -85,7 +85,7 @@ class IngestConfig:
     rows_per_shard: int = 1000  # mean rows per shard; a shard is one task, one Parquet file, resumed whole
     files_per_task: int = 64  # files fetched + decoded per batch inside a shard task (one Parquet row group)
     dedupe: bool = True  # set exact (SHA-1) and near (pHash) duplicates aside
-    dedupe_max_distance: int = 4  # pHash bits two images may differ by and still be duplicates; -1 = exact only
+    dedupe_max_distance: int = 2  # pHash bits two images may differ by and still be duplicates; -1 = exact only
     ambiguous: str = "drop"  # one picture under two tags: drop all copies | keep the first id's copy
     # Downloads (when source is a crawl's URL manifest):
     download_threads: int = 16  # concurrent fetches inside each Ray Data task

@@ -13,6 +13,12 @@ def tag_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return p_tag.astype(np.float32), rank.astype(np.int16)
 
 
+def top_classes(probs: np.ndarray, k: int = 5) -> np.ndarray:
+    """N x min(k, K) class labels (1..K), most probable first."""
+    k = min(k, probs.shape[1])
+    return (np.argsort(-probs, axis=1, kind="stable")[:, :k] + 1).astype(np.int16)
+
+
 def keep_mask(p_tag: np.ndarray, tag_rank: np.ndarray, rule: str, threshold: float, top_k: int) -> np.ndarray:
     """Which images survive a round.
 

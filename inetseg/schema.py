@@ -52,6 +52,7 @@ SCORES = pa.schema([
     ("p_tag", pa.float32()),                 # P(tag | image), Eqn 13 / 15
     ("tag_rank", pa.int16()),                # 1 = the tag is the top class, Eqn 14
     ("probs", pa.list_(pa.float32())),       # softmax over the K classes (index 0 = class 1)
+    ("top_k", pa.list_(pa.int16())),         # the 5 (or K) most probable classes, 1..K, best first
     ("kept", pa.bool_()),
     ("round", pa.int8()),
 ])

@@ -46,8 +46,11 @@ def test_missing_and_invalid_files(tmp_path):
 def test_paths_chain_from_out(tmp_path):
     cfg = load_config("demo", None, [f"out={tmp_path}"])
     assert cfg.ingest.out == str(tmp_path / "images")
-    assert cfg.classifier.images == cfg.ingest.out
-    assert cfg.attention.images.startswith(cfg.filter.out)
+    assert cfg.filter.images == cfg.ingest.out
+    # The final classifier and the attention read the last filter round's kept images.
+    assert cfg.classifier.images == cfg.attention.images == str(tmp_path / "filter" / "round3" / "images")
+    no_filter = load_config("demo", None, [f"out={tmp_path}", "filter.rounds=0"])
+    assert no_filter.classifier.images == no_filter.ingest.out
     assert cfg.evaluate.predictions == cfg.crf.out
     uri = load_config("demo", None, ["out=s3://bucket/run"])
     assert uri.segmenter.out == "s3://bucket/run/segmenter"

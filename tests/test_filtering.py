@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from inetseg import filtering
 from inetseg.filtering import keep_mask, tag_scores
 
 
@@ -22,3 +23,9 @@ def test_rules():
     assert keep_mask(p, rank, "none", 0.1, 3).all()
     with pytest.raises(ValueError):
         keep_mask(p, rank, "eqn99", 0.1, 3)
+
+
+def test_top_classes_best_first():
+    probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], np.float32)
+    assert filtering.top_classes(probs, 2).tolist() == [[2, 3], [1, 3]]
+    assert filtering.top_classes(probs).shape == (2, 3)  # k capped at K

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,12 @@ def test_job_submit_runs_the_pipeline(head, tmp_path):
                                                               ".pytest_cache", "*.egg-info"))
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
            "python", "jobs/full_pipeline.py", f"out={out}", *TINY]
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    for _ in range(10):
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        # A just-started head may not have its job agent yet; Ray says to try again (nothing was submitted).
+        if "No available agent to submit job" not in proc.stderr + proc.stdout:
+            break
+        time.sleep(3)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout.lower()
     summary = json.loads((out / "summary.json").read_text())

@@ -43,7 +43,7 @@ def images(two_nodes, tmp_path_factory):
 
 def _cfg(root, images, name, **kw):
     base = {"images": images, "out": str(root / name), "width": 0.25, "input_size": 64, "epochs": 10,
-            "batch_size": 16, "lr": 0.05, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
+            "batch_size": 16, "lr": 0.02, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
             "compute": {"num_workers": 2, "cpus_per_worker": 1, "torch_threads": 1,
                         "placement_strategy": "STRICT_SPREAD"}}
     return C.from_dict(C.ClassifierConfig, C.deep_merge(base, kw))
@@ -55,15 +55,31 @@ def test_two_nodes_two_ddp_workers_loss_falls(images):
     meta = classifier.run(_cfg(root, imgs, "ddp"))
     epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
     assert epochs[-1]["world_size"] == 2 and epochs[-1]["num_nodes"] == 2  # one rank on each node
-    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    losses = [h["loss"] for h in epochs]
+    assert sum(losses[-3:]) / 3 < losses[0], losses  # noisy tags + augmentation: compare a 3-epoch mean
+
+
+def registered_checkpoints(storage: str) -> int:
+    """Checkpoints Ray Train's controller has registered (its snapshot file). A checkpoint folder on
+    disk is not enough: a worker killed before the controller polled it leaves an orphan folder."""
+    import json
+
+    n = 0
+    for root, _, files in os.walk(storage):
+        if "checkpoint_manager_snapshot.json" in files:
+            try:
+                with open(os.path.join(root, "checkpoint_manager_snapshot.json")) as f:
+                    n = max(n, len(json.load(f).get("checkpoint_results", [])))
+            except (OSError, ValueError):
+                pass
+    return n
 
 
 def _kill_a_worker_after_checkpoint(storage: str, done: threading.Event, killed: list) -> None:
-    """Once two checkpoints exist (so the first is surely registered), SIGKILL one RayTrainWorker process."""
+    """Once a checkpoint is registered, SIGKILL one RayTrainWorker process."""
     deadline = time.time() + 300
     while time.time() < deadline and not done.is_set():
-        found = sum(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs)
-        if found >= 2:
+        if registered_checkpoints(storage) >= 1:
             for p in psutil.process_iter(["cmdline"]):
                 if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []):
                     p.send_signal(signal.SIGKILL)
@@ -74,7 +90,7 @@ def _kill_a_worker_after_checkpoint(storage: str, done: threading.Event, killed:
 
 def test_worker_killed_mid_training_resumes_from_checkpoint(images):
     root, imgs = images
-    cfg = _cfg(root, imgs, "killed", epochs=8, checkpoint_every_steps=4, max_failures=2)
+    cfg = _cfg(root, imgs, "killed", epochs=10, checkpoint_every_steps=4, max_failures=2)
     storage = cfg.out + "_ray_train"
     done, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_a_worker_after_checkpoint, args=(storage, done, killed), daemon=True)
@@ -89,7 +105,7 @@ def test_worker_killed_mid_training_resumes_from_checkpoint(images):
     # The restarted group began at a checkpoint, not at step 0.
     assert resumed and min(resumed) >= 4, [(h.get("step"), h.get("resumed_step")) for h in meta["history"]]
     final = [h for h in meta["history"] if not h.get("mid_epoch")][-1]
-    assert final["epoch"] == 7 and (root / "killed" / "model.pt").exists()
+    assert final["epoch"] == 9 and (root / "killed" / "model.pt").exists()
 
 
 def test_killed_stage_rerun_resumes_from_newest_checkpoint(images):
@@ -101,17 +117,18 @@ def test_killed_stage_rerun_resumes_from_newest_checkpoint(images):
     root, imgs = images
     out = root / "restart"
     cmd = [sys.executable, "-m", "inetseg.cli", "classifier", f"images={imgs}", f"out={out}", "width=0.25",
-           "input_size=64", "epochs=6", "batch_size=16", "holdout_fraction=0.1", "checkpoint_every_steps=4",
+           "input_size=64", "epochs=12", "batch_size=16", "holdout_fraction=0.1", "checkpoint_every_steps=4",
            "compute.torch_threads=1", "--num-cpus", "2"]
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = str(out) + "_ray_train"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if sum(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs) >= 2:
+        if registered_checkpoints(storage) >= 1:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before the kill"
+    at_kill = sorted(d for _, dirs, _ in os.walk(storage) for d in dirs if d.startswith("checkpoint_"))
     family = [proc, *[psutil.Process(c.pid) for c in psutil.Process(proc.pid).children(recursive=True)]]
     for p in family:
         try:
@@ -125,4 +142,4 @@ def test_killed_stage_rerun_resumes_from_newest_checkpoint(images):
 
     meta = json.loads((out / "_SUCCESS.json").read_text())
     resumed = [h.get("resumed_step") or 0 for h in meta["history"]]
-    assert max(resumed) >= 4, [(h.get("step"), h.get("resumed_step")) for h in meta["history"]]
+    assert max(resumed) >= 4, ([(h.get("step"), h.get("resumed_step")) for h in meta["history"]], at_kill)

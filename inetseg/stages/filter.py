@@ -53,6 +53,7 @@ class Scorer:
         return pa.Table.from_pydict({
             "id": list(batch["id"]), "tag": list(batch["tag"]), "label": labels.astype(np.int16),
             "p_tag": p_tag, "tag_rank": rank, "probs": list(probs.astype(np.float32)),
+            "top_k": list(filtering.top_classes(probs)),
             "kept": kept, "round": np.full(len(kept), self.round, np.int8),
         }, schema=schema.SCORES)
 
