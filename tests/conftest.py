@@ -28,3 +28,35 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def kill_tree(proc) -> None:
+    """SIGKILL a subprocess and everything it started (raylet, GCS, workers): nothing gets to clean up."""
+    import signal
+
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+    psutil.wait_procs(family, timeout=30)
+
+
+def ingested_corpus(root, classes: int, per_class: int, size: int = 64) -> str:
+    """A synthetic corpus under root/c, ingested into root/images (Ray must be up); returns the images path."""
+    from inetseg import config as C
+    from inetseg.sources import synth
+    from inetseg.stages import ingest
+
+    synth.generate(C.SynthConfig(num_classes=classes, images_per_class=per_class, test_images=1, image_size=size),
+                   str(root / "c"), progress=False)
+    out = str(root / "images")
+    ingest.run(C.IngestConfig(source=str(root / "c" / "search"), out=out, max_side=size), progress=False)
+    return out

@@ -1,11 +1,10 @@
 """Filter rounds under Ray: paper schedule chaining, out-of-fold scoring, resume inside a run."""
 import pytest
+from conftest import ingested_corpus
 
 from inetseg import config as C
 from inetseg import filtering, shards
-from inetseg.sources import synth
 from inetseg.stages import filter as filter_stage
-from inetseg.stages import ingest
 
 TRAIN = {"width": 0.25, "input_size": 64, "epochs": 1, "batch_size": 16, "holdout_fraction": 0.1,
          "compute": {"num_workers": 1, "torch_threads": 1}}
@@ -14,11 +13,7 @@ TRAIN = {"width": 0.25, "input_size": 64, "epochs": 1, "batch_size": 16, "holdou
 @pytest.fixture(scope="module")
 def images(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("filter")
-    synth.generate(C.SynthConfig(num_classes=3, images_per_class=20, test_images=1, image_size=64), str(root / "c"),
-                   progress=False)
-    out = str(root / "images")
-    ingest.run(C.IngestConfig(source=str(root / "c" / "search"), out=out, max_side=64), progress=False)
-    return root, out
+    return root, ingested_corpus(root, 3, 20)
 
 
 def _cfg(root, images, name, **kw):

@@ -2,14 +2,13 @@
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_tree
 
 from inetseg import shards
 from inetseg import config as C
@@ -35,21 +34,6 @@ def served(tmp_path_factory):
                                  calls_per_hour=1e9), progress=False)
         fake.faults = Faults(latency=0.05)
         yield root, fake
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and everything it started (raylet, GCS, workers): nothing gets to clean up."""
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for p in family:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=30)
-    psutil.wait_procs(family, timeout=30)
 
 
 def _visible_files_are_whole(out):
@@ -80,7 +64,7 @@ def test_sigkill_five_times_then_resume_equals_uninterrupted(ray_session, served
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.3))  # somewhere inside the next shards
         assert proc.poll() is None, "the ingest finished before it could be killed; slow the server down"
-        _kill_tree(proc)
+        kill_tree(proc)
         finished_before_kill.append(len(list((out / "_shards").glob("*.json"))))
         _visible_files_are_whole(out)
         assert not (out / "_SUCCESS.json").exists()

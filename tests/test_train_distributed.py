@@ -7,11 +7,11 @@ import time
 
 import psutil
 import pytest
+from conftest import ingested_corpus, kill_tree
 import ray
 
 from inetseg import config as C
-from inetseg.sources import synth
-from inetseg.stages import classifier, ingest
+from inetseg.stages import classifier
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +34,7 @@ def two_nodes():
 @pytest.fixture(scope="module")
 def images(two_nodes, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    synth.generate(C.SynthConfig(num_classes=3, images_per_class=32, test_images=1, image_size=64), str(root / "c"),
-                   progress=False)
-    out = str(root / "images")
-    ingest.run(C.IngestConfig(source=str(root / "c" / "search"), out=out, max_side=64), progress=False)
-    return root, out
+    return root, ingested_corpus(root, 3, 32)
 
 
 def _cfg(root, images, name, **kw):
@@ -129,13 +125,7 @@ def test_killed_stage_rerun_resumes_from_newest_checkpoint(images):
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before the kill"
     at_kill = sorted(d for _, dirs, _ in os.walk(storage) for d in dirs if d.startswith("checkpoint_"))
-    family = [proc, *[psutil.Process(c.pid) for c in psutil.Process(proc.pid).children(recursive=True)]]
-    for p in family:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=30)
+    kill_tree(proc)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     import json

@@ -20,7 +20,7 @@ from inetseg.models.classifier import build_classifier
 from inetseg.stages import classifier, training
 from inetseg.stages.common import (actor_pool, read_stage, run_stage, set_threads, stage_fingerprint, torch_device,
                                     usable_images, write_stage)
-from inetseg.train.data import classifier_batch
+from inetseg.train.data import classifier_batch, to_input
 
 log = logging.getLogger("inetseg")
 
@@ -46,7 +46,7 @@ class Scorer:
     def __call__(self, batch: dict) -> pa.Table:
         x = classifier_batch(batch, self.input_size, augment=False)["x"]
         with torch.no_grad():
-            probs = torch.softmax(self.model(torch.from_numpy(x).to(self.device)).float(), 1).cpu().numpy()
+            probs = torch.softmax(self.model(to_input(torch.from_numpy(x).to(self.device))).float(), 1).cpu().numpy()
         labels = np.asarray(batch["label"])
         p_tag, rank = filtering.tag_scores(probs, labels)
         kept = filtering.keep_mask(p_tag, rank, **self.rule)

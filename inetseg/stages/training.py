@@ -32,6 +32,13 @@ def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: di
     and up to `max_failures` worker deaths are survived by restarting from it.
     """
     loop_config = {**loop_config, "torch_threads": compute.torch_threads, "amp": compute.amp}
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if compute.num_workers * compute.cpus_per_worker >= cpus:
+        # Ray Data decodes and augments in tasks of their own; with every CPU reserved by the workers
+        # they are never scheduled and training waits forever (seen on a 2-CPU node with 2 x 1 CPU).
+        log.warning("%s: %d workers x %.2g CPUs reserve all %d CPUs of the cluster; Ray Data needs some for "
+                    "decoding: lower compute.cpus_per_worker or add nodes", name, compute.num_workers,
+                    compute.cpus_per_worker, int(cpus))
     trainer = TorchTrainer(
         train_loop_per_worker=loop,
         train_loop_config=loop_config,

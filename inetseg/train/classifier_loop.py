@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from inetseg.models.classifier import build_classifier
 from inetseg.train import session, utils
+from inetseg.train.data import to_input
 
 
 def evaluate(model: torch.nn.Module, shard, batch_size: int, device: torch.device) -> dict:
@@ -18,7 +19,7 @@ def evaluate(model: torch.nn.Module, shard, batch_size: int, device: torch.devic
     loss_sum = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
     with torch.no_grad():
         for b in utils.batches(shard, batch_size, device, ("x",)):
-            logits = model(b["x"])
+            logits = model(to_input(b["x"]))
             loss_sum[0] += F.cross_entropy(logits, b["y"], reduction="sum").double()
             loss_sum[1] += (logits.argmax(1) == b["y"]).sum()
             loss_sum[2] += len(b["y"])
@@ -63,7 +64,7 @@ def train_loop_per_worker(config: dict) -> None:
         loss_sum, correct, seen = 0.0, 0, 0
         for b in utils.batches(train_shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker):
             with utils.autocast(device, config["amp"]):
-                logits = model(b["x"])
+                logits = model(to_input(b["x"]))
                 loss = F.cross_entropy(logits, b["y"])
             session.sgd_step(loss, optimizer, scaler, scheduler)
             step += 1

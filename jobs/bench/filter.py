@@ -28,7 +28,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--run", default="runs/bench-filter", help="output root (corpus, images, filter runs)")
+    ap.add_argument("--run", default="runs/demo", help="output root (corpus, images, filter runs); a finished "
+                    "pipeline run there is reused")
     ap.add_argument("--modes", default="paper,oof")
     ap.add_argument("overrides", nargs="*", help="pipeline key=value overrides, e.g. filter.folds=5")
     args = ap.parse_args()
@@ -49,7 +50,8 @@ def main() -> int:
     for mode in args.modes.split(","):
         fcfg = copy.deepcopy(cfg.filter)
         fcfg.mode = mode
-        fcfg.out = storage.join(cfg.out, f"filter-{mode}")
+        # The pipeline's own mode keeps the pipeline's folder, so a finished run with the same --run is reused.
+        fcfg.out = cfg.filter.out if mode == cfg.filter.mode else storage.join(cfg.out, f"filter-{mode}")
         t0 = time.time()
         meta = filter_stage.run(fcfg)
         entry = audit.filter_quality(fcfg.images, filter_stage.final_images(fcfg), truth)

@@ -37,7 +37,7 @@ def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
 
     from inetseg.models.classifier import build_classifier
     from inetseg.stages.common import usable_ids
-    from inetseg.train.data import augment_images
+    from inetseg.train.data import augment_images, to_input
 
     torch.set_num_threads(threads)
     keep = set(usable_ids(images))
@@ -54,7 +54,7 @@ def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
         t0, n = time.perf_counter(), 0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
-            x = torch.from_numpy(augment_images([rows[i][0] for i in idx], cfg.input_size, True, rng))
+            x = to_input(torch.from_numpy(augment_images([rows[i][0] for i in idx], cfg.input_size, True, rng)))
             y = torch.tensor([rows[i][1] for i in idx])
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -68,11 +68,17 @@ def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
 
 def ray_train(images: str, cfg: C.ClassifierConfig, out: str, workers: int, threads: int) -> dict:
     """The classifier stage itself (Ray Train + Ray Data), from scratch."""
+    import ray
+
     from inetseg.stages import classifier
 
     c = copy.deepcopy(cfg)
     c.images, c.out = images, out
-    c.compute.num_workers, c.compute.torch_threads, c.compute.cpus_per_worker = workers, threads, 1
+    # Ray Data's decode/augment tasks need a CPU of their own: on a 2-CPU node two workers reserve
+    # half a (logical) CPU each, or the data pipeline never gets scheduled and training stalls.
+    cpus = int(ray.cluster_resources().get("CPU", 2))
+    c.compute.num_workers, c.compute.torch_threads = workers, threads
+    c.compute.cpus_per_worker = min(1.0, (cpus - 1) / workers)
     storage.delete_dir(out)
     storage.delete_dir(out + "_ray_train")
     t0 = time.perf_counter()
@@ -82,7 +88,8 @@ def ray_train(images: str, cfg: C.ClassifierConfig, out: str, workers: int, thre
     # images_per_sec is rank 0's own rate; DDP ranks step in lock-step on equal shards.
     rates = [h["images_per_sec"] * workers for h in epochs]
     return {"images_per_second": max(rates[1:] or rates), "epoch_rates": rates, "wall_seconds": wall,
-            "workers": workers, "torch_threads": threads, "final_loss": epochs[-1]["loss"]}
+            "workers": workers, "torch_threads": threads, "cpus_per_worker": c.compute.cpus_per_worker,
+            "final_loss": epochs[-1]["loss"]}
 
 
 def main() -> int:
