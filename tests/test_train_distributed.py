@@ -50,6 +50,7 @@ def test_two_nodes_two_ddp_workers_loss_falls(images):
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     meta = classifier.run(_cfg(root, imgs, "ddp"))
     epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
+    assert [h["epoch"] for h in epochs] == list(range(10))  # every epoch, not only the kept checkpoints'
     assert epochs[-1]["world_size"] == 2 and epochs[-1]["num_nodes"] == 2  # one rank on each node
     losses = [h["loss"] for h in epochs]
     assert sum(losses[-3:]) / 3 < losses[0], losses  # noisy tags + augmentation: compare a 3-epoch mean

@@ -73,7 +73,7 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
                               cfg.storage_path or cfg.out.rstrip("/") + "_ray_train", cfg.max_failures,
                               cfg.checkpoints_to_keep)
         meta = training.export_model(result, cfg.out)
-        history = result.metrics_dataframe.to_dict(orient="records") if result.metrics_dataframe is not None else []
+        history = training.history(result, meta)
         return {"classes": classes, "images": int(n_used), "seconds": time.time() - t0,
                 "metrics": meta["metrics"], "history": history}
 

@@ -37,7 +37,7 @@ def run(cfg: C.SegmenterConfig, resume: bool = True) -> dict:
                               {"train": train}, cfg.compute, cfg.out.rstrip("/") + "_ray_train",
                               cfg.max_failures)
         meta = training.export_model(result, cfg.out)
-        history = result.metrics_dataframe.to_dict(orient="records") if result.metrics_dataframe is not None else []
+        history = training.history(result, meta)
         return {"images": n, "seconds": time.time() - t0, "metrics": meta["metrics"], "history": history}
 
     return run_stage("segmenter", cfg.out, fp, resume, body)

@@ -80,3 +80,11 @@ def drop_train_storage(storage_path: str) -> None:
     """Remove Ray Train's run folder once the model is exported (local runs only)."""
     if not storage.is_uri(storage_path):
         shutil.rmtree(storage_path, ignore_errors=True)
+
+
+def history(result: Any, meta: dict) -> list[dict]:
+    """Every epoch's metrics: carried in the final checkpoint (Ray Train keeps only the kept checkpoints')."""
+    if meta.get("history"):
+        return list(meta["history"])
+    df = result.metrics_dataframe
+    return df.to_dict(orient="records") if df is not None else []

@@ -16,11 +16,18 @@ def resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: 
     run, the newest checkpoint's. A mid-epoch checkpoint resumes at the start of that epoch with its
     step count kept, so the step budget (and the lr schedule) is exact either way."""
     ckpt = ray.train.get_checkpoint()
+    _HISTORY.clear()
     if not ckpt:
         return 0, 0
     with ckpt.as_directory() as d:
         progress = utils.load_checkpoint_dir(d, model, optimizer, scheduler)
+    _HISTORY.extend(progress.get("history", []))
     return progress["epoch"] + (0 if progress.get("mid_epoch") else 1), progress["step"]
+
+
+# Every epoch's metrics so far, carried inside each checkpoint: Ray Train keeps the metrics of the
+# kept checkpoints only, and a run's history must survive restarts too.
+_HISTORY: list[dict] = []
 
 
 def sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -44,8 +51,9 @@ def report_step(metrics: dict, meta: dict, model: torch.nn.Module, optimizer: An
     """A mid-epoch report from every rank (they step in lock-step); rank 0 attaches a checkpoint."""
     checkpoint = None
     if ray.train.get_context().get_world_rank() == 0:
-        d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step, "mid_epoch": True},
-                                      {**meta, "metrics": metrics})
+        d = utils.save_checkpoint_dir(model, optimizer, scheduler,
+                                      {"epoch": epoch, "step": step, "mid_epoch": True, "history": list(_HISTORY)},
+                                      {**meta, "metrics": metrics, "history": list(_HISTORY)})
         checkpoint = ray.train.Checkpoint.from_directory(d)
     ray.train.report(metrics, checkpoint=checkpoint)
     if checkpoint is not None and os.path.isdir(checkpoint.path):
@@ -56,10 +64,12 @@ def report_epoch(metrics: dict, config: dict, meta: dict, model: torch.nn.Module
                  scheduler: Any, epoch: int, step: int, last: bool) -> None:
     """Report the epoch's metrics from every rank; rank 0 attaches a checkpoint when one is due."""
     checkpoint = None
+    _HISTORY.append(dict(metrics))
     due = last or (epoch + 1) % config["checkpoint_every_epochs"] == 0
     if ray.train.get_context().get_world_rank() == 0 and due:
-        d = utils.save_checkpoint_dir(model, optimizer, scheduler, {"epoch": epoch, "step": step},
-                                      {**meta, "metrics": metrics})
+        d = utils.save_checkpoint_dir(model, optimizer, scheduler,
+                                      {"epoch": epoch, "step": step, "history": list(_HISTORY)},
+                                      {**meta, "metrics": metrics, "history": list(_HISTORY)})
         checkpoint = ray.train.Checkpoint.from_directory(d)
     ray.train.report(metrics, checkpoint=checkpoint)
     if checkpoint is not None and os.path.isdir(checkpoint.path):  # persisted by now: drop the temp copy
