@@ -49,13 +49,15 @@ def kill_tree(proc) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
-def ingested_corpus(root, classes: int, per_class: int, size: int = 64) -> str:
-    """A synthetic corpus under root/c, ingested into root/images (Ray must be up); returns the images path."""
+def ingested_corpus(root, classes: int, per_class: int, size: int = 64, **synth_kw) -> str:
+    """A synthetic corpus under root/c, ingested into root/images (Ray must be up); returns the images path.
+    synth_kw overrides SynthConfig fields (e.g. the label-noise rates)."""
     from inetseg import config as C
     from inetseg.sources import synth
     from inetseg.stages import ingest
 
-    synth.generate(C.SynthConfig(num_classes=classes, images_per_class=per_class, test_images=1, image_size=size),
+    synth.generate(C.SynthConfig(num_classes=classes, images_per_class=per_class, test_images=1, image_size=size,
+                                 **synth_kw),
                    str(root / "c"), progress=False)
     out = str(root / "images")
     ingest.run(C.IngestConfig(source=str(root / "c" / "search"), out=out, max_side=size), progress=False)

@@ -34,12 +34,14 @@ def two_nodes():
 @pytest.fixture(scope="module")
 def images(two_nodes, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    return root, ingested_corpus(root, 3, 32)
+    # Clean tags: these tests are about DDP across nodes, and 60 SGD steps on noisy tags do not
+    # reliably lower the loss (CI saw a flat curve at ln 3).
+    return root, ingested_corpus(root, 3, 32, p_wrong_tag=0, p_no_object=0, p_multi=0, p_small_or_cut=0)
 
 
 def _cfg(root, images, name, **kw):
     base = {"images": images, "out": str(root / name), "width": 0.25, "input_size": 64, "epochs": 10,
-            "batch_size": 16, "lr": 0.02, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
+            "batch_size": 16, "lr": 0.01, "lr_decay_steps": 1000, "holdout_fraction": 0.1,
             "compute": {"num_workers": 2, "cpus_per_worker": 1, "torch_threads": 1,
                         "placement_strategy": "STRICT_SPREAD"}}
     return C.from_dict(C.ClassifierConfig, C.deep_merge(base, kw))
@@ -53,7 +55,8 @@ def test_two_nodes_two_ddp_workers_loss_falls(images):
     assert [h["epoch"] for h in epochs] == list(range(10))  # every epoch, not only the kept checkpoints'
     assert epochs[-1]["world_size"] == 2 and epochs[-1]["num_nodes"] == 2  # one rank on each node
     losses = [h["loss"] for h in epochs]
-    assert sum(losses[-3:]) / 3 < losses[0], losses  # noisy tags + augmentation: compare a 3-epoch mean
+    # Augmentation and batches of 8 per rank make single epochs noisy: compare 3-epoch and 2-epoch means.
+    assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:2]) / 2, losses
 
 
 def registered_checkpoints(storage: str) -> int:
