@@ -120,6 +120,7 @@ class ClassifierConfig:
     max_failures: int = 2  # Ray Train restarts from the newest checkpoint after a worker dies
     folds: int = 0  # > 1: cross-fitting, train on every fold but `fold` (set by the out-of-fold filter)
     fold: int = -1  # the fold left out (0..folds-1)
+    init_from: str = ""  # a classifier folder of this pipeline whose weights start training ('' = random init)
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
@@ -136,6 +137,7 @@ class FilterConfig:
     eqn15_threshold: float = 0.6  # round 3 drops P(tag) <= this
     mode: str = "paper"  # paper: each round's model scores its own training images | oof: cross-fitted
     folds: int = 3  # oof: k models per round, each scoring the fold it never trained on
+    warm_start: bool = True  # rounds 2.. start from the previous round's model (same fold), not from random
     train: ClassifierConfig = field(default_factory=ClassifierConfig)  # the round classifiers (images/out unused)
     compute: ComputeConfig = field(default_factory=ComputeConfig)  # the scoring actor pool
 

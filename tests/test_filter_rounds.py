@@ -37,7 +37,21 @@ def test_paper_rounds_chain_and_count(images):
     assert shards.count_rows(final) == meta["kept"] == rounds[-1]["kept"]
     # Round 2 is Eqn 14: with 3 classes and top-3, nothing can be dropped.
     assert rounds[1]["dropped"] == 0
+    # Warm start (the default): each later round starts from the round before's model.
+    init = [shards.read_marker(str(root / "paper" / f"round{r}" / "classifier")).get("init_from") for r in (1, 2, 3)]
+    assert init == ["", str(root / "paper" / "round1" / "classifier"), str(root / "paper" / "round2" / "classifier")]
     assert filter_stage.run(cfg).get("reused")
+
+
+def test_warm_start_from_a_mismatched_model_is_a_clear_error(images, tmp_path):
+    from inetseg.stages import classifier
+
+    root, imgs = images
+    with pytest.raises(FileNotFoundError, match="no exported classifier"):
+        classifier.check_init(str(tmp_path / "nothing"), ["a"], 0.25)
+    filter_stage.run(_cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.34))  # reused
+    with pytest.raises(ValueError, match="differ from this run's"):
+        classifier.check_init(str(root / "paper" / "round1" / "classifier"), ["a", "b"], 0.25)
 
 
 def test_out_of_fold_scores_each_image_with_a_model_that_never_saw_it(images):

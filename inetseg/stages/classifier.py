@@ -7,7 +7,7 @@ import time
 import ray
 
 from inetseg import config as C
-from inetseg import filtering, shards
+from inetseg import filtering, shards, storage
 from inetseg.stages import training
 from inetseg.stages.common import run_stage, stage_fingerprint, usable_ids, usable_images
 from inetseg.train import classifier_loop
@@ -44,10 +44,23 @@ def count_ok(images: str) -> int:
     return int(shards.read_marker(images)["ok"])
 
 
+def check_init(init_from: str, classes: list[str], width: float) -> None:
+    """The model a warm start loads must exist and have this run's classes and width (one-line errors)."""
+    meta_path = storage.join(init_from, "meta.json")
+    if not storage.exists(meta_path) or not storage.exists(storage.join(init_from, "model.pt")):
+        raise FileNotFoundError(f"init_from={init_from}: no exported classifier there (model.pt + meta.json)")
+    meta = storage.read_json(meta_path)
+    if list(meta.get("classes", [])) != list(classes) or float(meta.get("width", -1)) != float(width):
+        raise ValueError(f"init_from={init_from}: its classes {meta.get('classes')} / width {meta.get('width')} "
+                         f"differ from this run's {classes} / {width}")
+
+
 def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
     """Train on cfg.images, write cfg.out/model.pt + meta.json; returns the stage marker."""
     shards.require(cfg.images, "image shards")
     classes = classes_of(cfg.images)
+    if cfg.init_from:
+        check_init(cfg.init_from, classes, cfg.width)
     fp = stage_fingerprint(cfg, cfg.images)
 
     def body() -> dict:
@@ -66,7 +79,8 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
                              fn_kwargs={"input_size": cfg.input_size, "augment": False,
                                         "holdout": cfg.holdout_fraction, "want_holdout": True})
         loop_config = {**C.to_dict(cfg), "num_classes": len(classes), "classes": classes,
-                       "n_train": int(n_used * (1 - cfg.holdout_fraction))}
+                       "n_train": int(n_used * (1 - cfg.holdout_fraction)),
+                       "init_from": storage.absolute(cfg.init_from) if cfg.init_from else ""}
         loop_config.pop("compute")
         result = training.fit(f"classifier-{fp}", classifier_loop.train_loop_per_worker, loop_config,
                               {"train": train, "val": val}, cfg.compute,
@@ -74,7 +88,7 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
                               cfg.checkpoints_to_keep)
         meta = training.export_model(result, cfg.out)
         history = training.history(result, meta)
-        return {"classes": classes, "images": int(n_used), "seconds": time.time() - t0,
+        return {"classes": classes, "images": int(n_used), "init_from": cfg.init_from, "seconds": time.time() - t0,
                 "metrics": meta["metrics"], "history": history}
 
     return run_stage("classifier", cfg.out, fp, resume, body)

@@ -105,9 +105,12 @@ def final_images(cfg: C.FilterConfig) -> str:
     return storage.join(cfg.out, f"round{cfg.rounds}", "images") if cfg.rounds else cfg.images
 
 
-def _round_classifier(cfg: C.FilterConfig, images: str, out: str, fold: int = -1) -> C.ClassifierConfig:
+def _round_classifier(cfg: C.FilterConfig, images: str, out: str, fold: int = -1,
+                      init_from: str = "") -> C.ClassifierConfig:
     c = copy.deepcopy(cfg.train)
     c.images, c.out = images, out
+    if init_from:
+        c.init_from = init_from
     c.folds, c.fold = (cfg.folds, fold) if fold >= 0 else (0, -1)
     c.storage_path = storage.join(out + "_ray_train") if not cfg.train.storage_path else storage.join(
         cfg.train.storage_path, posixpath.basename(out.rstrip("/")))
@@ -123,7 +126,11 @@ def run_round(cfg: C.FilterConfig, r: int, rule: dict, images: str, resume: bool
     accs, score_dirs = [], []
     for f in folds:
         name = "classifier" if f < 0 else f"classifier-fold{f}"
-        ccfg = _round_classifier(cfg, images, storage.join(rdir, name), f)
+        # Warm start: the previous round's model (same fold, so an oof model still never saw its fold)
+        # continues on the cleaner images. From scratch, each round's short schedule left the last
+        # round's model less sure of clean images than the one before (demo: median P(tag) 0.81 vs 0.97).
+        init = storage.join(cfg.out, f"round{r - 1}", name) if cfg.warm_start and r > 1 else ""
+        ccfg = _round_classifier(cfg, images, storage.join(rdir, name), f, init)
         log.info("filter round %d (%s): training %s on %s", r, rule["rule"], name, images)
         cmeta = classifier.run(ccfg, resume)
         accs.append(cmeta.get("metrics", {}).get("val_acc"))

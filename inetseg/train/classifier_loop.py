@@ -38,6 +38,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     model = build_classifier(config["num_classes"], config["width"])
+    if config.get("init_from"):  # before DDP wraps it; a checkpoint resume below overrides these weights
+        model.load_state_dict(torch.load(utils.local_model_file(config["init_from"]), map_location="cpu"))
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                 weight_decay=config["weight_decay"])
