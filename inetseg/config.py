@@ -144,12 +144,22 @@ class FilterConfig:
 
 @dataclass
 class AttentionConfig:
-    """Class attention (forward CAM, Eqn 5) -> trimap (Eqn 10) -> pseudo-label shards."""
+    """Class attention (CAM Eqn 5 + excitation backprop Eqn 6-8) -> segment smoothing (Eqn 9) -> trimap
+    (Eqn 10) -> pseudo-label shards."""
 
     images: str = ""  # input: the filtered image shards
     model: str = ""  # classifier folder
     out: str = ""  # pseudo-label shards; default: <pipeline out>/pseudo
     input_size: int = 224  # network input side for attention
+    maps: str = "fused"  # forward (CAM only) | backward (B_2 * B_3b only) | fused (Eqn 8)
+    lambda1: float = 1.0  # Eqn 8: weight of the forward CAM
+    lambda2: float = 1.0  # Eqn 8: weight of the excitation product
+    eb_bias: str = "ignore"  # excitation backprop: ignore biases (conserves probability) | absorb them (footnote 4)
+    smoothing: bool = True  # Eqn 9: average the attention over unsupervised segments
+    segment_scale: float = 100.0  # Felzenszwalb segments: larger -> larger segments
+    segment_sigma: float = 0.8  # Felzenszwalb: Gaussian pre-smoothing of the image
+    segment_min_size: int = 20  # Felzenszwalb: smallest segment in pixels
+    trimap: bool = True  # Eqn 10; false: one cut at delta_background, nothing ignored
     delta_object: float = 0.65  # Eqn 10: attention above this -> the tag's class (paper's delta2, read as swapped)
     delta_background: float = 0.5  # Eqn 10: attention at or below this -> background; between -> 255 ignore
     compute: ComputeConfig = field(default_factory=ComputeConfig)

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import torch
 
 from inetseg import imaging, shards, storage, viz
-from inetseg.attention.trimap import trimap
 from inetseg.config import PipelineConfig
-from inetseg.stages.attention import attention_maps
+from inetseg.attention.maps import attention_maps, pseudo_label
+from inetseg.stages.attention import method_of
 from inetseg.stages.filter import load_classifier
 from inetseg.train.data import normalise
 
@@ -38,10 +38,11 @@ def grid_png(cfg: PipelineConfig, classes: list[str], n: int) -> bytes:
     x = normalise(np.stack([imaging.resize_square(im, meta["input_size"]) for im in images]))
     with torch.no_grad():
         top = model(torch.from_numpy(x)).argmax(1).numpy() + 1  # 1..K
-    maps = attention_maps(model, images, top, cfg.attention.input_size, device)
+    method = method_of(cfg.attention)
+    maps = attention_maps(model, images, top, cfg.attention.input_size, device, method)
     grid_rows = []
     for im, att, lab, pred, gt in zip(images, maps, top, rows["pred"], rows["gt"]):
-        pseudo = trimap(att, int(lab), cfg.attention.delta_object, cfg.attention.delta_background)
+        pseudo, att = pseudo_label(att, im, int(lab), method)
         cells = [im, viz.heatmap(att), viz.colorize(pseudo), viz.colorize(imaging.decode_mask(pred))]
         cells.append(viz.colorize(imaging.decode_mask(gt)) if gt is not None else np.zeros_like(im))
         grid_rows.append(cells)

@@ -47,3 +47,46 @@ def test_trimap_regions():
     assert batch[0, 1, 2] == 1 and batch[1, 1, 2] == 2
     with pytest.raises(ValueError):
         trimap(att, 1, delta_object=0.4, delta_background=0.5)
+
+
+def test_segment_smoothing_is_eqn9():
+    from inetseg.attention.smoothing import smooth
+
+    att = np.array([[0.0, 1.0, 0.2], [0.4, 0.6, 0.2]], np.float32)
+    seg = np.array([[0, 0, 1], [0, 2, 1]])
+    out = smooth(att, seg)
+    # Eqn 9 explicitly: each pixel gets the mean of A over its segment.
+    for y in range(2):
+        for x in range(3):
+            s = seg[y, x]
+            assert out[y, x] == pytest.approx(att[seg == s].mean(), abs=1e-6)
+    with pytest.raises(ValueError):
+        smooth(att, seg[:, :2])
+
+
+def test_segments_follow_colour_edges():
+    from inetseg.attention.smoothing import segments
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, 20:] = (200, 40, 40)  # two flat halves
+    seg = segments(img, scale=100, sigma=0.5, min_size=10)
+    left, right = set(np.unique(seg[:, :18]).tolist()), set(np.unique(seg[:, 22:]).tolist())
+    assert not left & right  # no segment crosses the colour edge
+    assert len(left) == 1 and len(right) == 1  # a flat region is one segment (the blurred edge gets its own)
+
+
+def test_fusion_normalises_each_map_and_honours_the_choice():
+    from inetseg.attention.fusion import fuse
+
+    cam = torch.tensor([[[0.0, 4.0], [2.0, -1.0]]])
+    b2 = torch.tensor([[[1.0, 1.0], [1.0, 3.0]]]) * 1e-3  # probability scale: tiny numbers
+    b3 = torch.tensor([[[2.0, 2.0], [2.0, 2.0]]]) * 1e-4
+    f = fuse(cam, b2, b3, (2, 2), which="forward")
+    assert torch.allclose(f, torch.tensor([[[0.0, 1.0], [0.5, 0.0]]]))
+    b = fuse(cam, b2, b3, (2, 2), which="backward")
+    assert torch.allclose(b, torch.tensor([[[1 / 3, 1 / 3], [1 / 3, 1.0]]]))
+    a = fuse(cam, b2, b3, (2, 2), lambda1=1, lambda2=1)
+    raw = torch.tensor([[0 + 1 / 3, 1 + 1 / 3], [0.5 + 1 / 3, 0 + 1.0]])
+    assert torch.allclose(a[0], raw / raw.max())
+    with pytest.raises(ValueError):
+        fuse(cam, b2, b3, (2, 2), which="both")

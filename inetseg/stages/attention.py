@@ -1,39 +1,39 @@
-"""Attention stage: forward CAM (Eqn 5) of the tag's class -> trimap (Eqn 10) -> pseudo-label shards."""
+"""Attention stage: CAM + excitation backprop (Eqn 5-8), segment smoothing (Eqn 9), trimap (Eqn 10) ->
+pseudo-label shards, in a Ray Data actor pool (the classifier loaded once per actor)."""
 from __future__ import annotations
 
 import logging
 import time
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from inetseg import config as C
 from inetseg import imaging, schema, shards
-from inetseg.attention.cam import forward_cam, normalise_map
-from inetseg.attention.trimap import trimap
-from inetseg.models.classifier import features
+from inetseg.attention.excitation import BIAS_MODES
+from inetseg.attention.fusion import MAPS
+from inetseg.attention.maps import Method, attention_maps, pseudo_label
 from inetseg.stages.common import (actor_pool, run_stage, set_threads, stage_fingerprint, torch_device,
                                     usable_images, write_stage)
 from inetseg.stages.filter import load_classifier
-from inetseg.train.data import normalise
 
 log = logging.getLogger("inetseg")
 
 
-def attention_maps(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray,
-                   input_size: int, device: torch.device) -> list[np.ndarray]:
-    """Normalised CAM of each image's label, at each image's own size (float32 H x W in [0, 1])."""
-    x = normalise(np.stack([imaging.resize_square(im, input_size) for im in images]))
-    with torch.no_grad():
-        feats = features(model, torch.from_numpy(x).to(device))
-        cam = forward_cam(feats["inception5b"].float(), model.fc.weight.float(),
-                          torch.as_tensor(labels - 1, dtype=torch.long, device=device))
-        cam = normalise_map(cam).cpu().numpy()  # N x h x w, each map's max is 1
-    return [cv2.resize(c, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR)
-            for c, im in zip(cam, images)]
+def method_of(cfg: C.AttentionConfig) -> Method:
+    """The attention model's settings from the stage config (checked: one-line errors)."""
+    if cfg.maps not in MAPS:
+        raise ValueError(f"attention.maps must be one of {MAPS}, got {cfg.maps!r}")
+    if cfg.eb_bias not in BIAS_MODES:
+        raise ValueError(f"attention.eb_bias must be one of {BIAS_MODES}, got {cfg.eb_bias!r}")
+    if not cfg.delta_background <= cfg.delta_object:
+        raise ValueError(f"attention: need delta_background <= delta_object, got {cfg.delta_background} > "
+                         f"{cfg.delta_object}")
+    return Method(maps=cfg.maps, lambda1=cfg.lambda1, lambda2=cfg.lambda2, eb_bias=cfg.eb_bias,
+                  smoothing=cfg.smoothing, segment_scale=cfg.segment_scale, segment_sigma=cfg.segment_sigma,
+                  segment_min_size=cfg.segment_min_size, trimap=cfg.trimap, delta_object=cfg.delta_object,
+                  delta_background=cfg.delta_background)
 
 
 class PseudoLabeler:
@@ -43,15 +43,15 @@ class PseudoLabeler:
         set_threads(cfg.compute)
         self.device = torch_device(cfg.compute.use_gpu)
         self.model, _ = load_classifier(model_dir, self.device)
-        self.cfg = cfg
+        self.cfg, self.method = cfg, method_of(cfg)
 
     def __call__(self, batch: dict) -> pa.Table:
         images = [imaging.decode_rgb(b) for b in batch["image"]]
         labels = np.asarray(batch["label"], dtype=np.int64)
-        maps = attention_maps(self.model, images, labels, self.cfg.input_size, self.device)
+        maps = attention_maps(self.model, images, labels, self.cfg.input_size, self.device, self.method)
         rows: dict[str, list] = {n: [] for n in schema.PSEUDO.names}
         for i, (att, label) in enumerate(zip(maps, labels)):
-            mask = trimap(att, int(label), self.cfg.delta_object, self.cfg.delta_background)
+            mask, att = pseudo_label(att, images[i], int(label), self.method)
             rows["id"].append(batch["id"][i])
             rows["tag"].append(batch["tag"][i])
             rows["label"].append(int(label))
@@ -70,6 +70,7 @@ def run(cfg: C.AttentionConfig, resume: bool = True) -> dict:
     shards.require(cfg.images, "filtered image shards")
     shards.require(cfg.model, "classifier model")
     classes = list(shards.read_marker(cfg.images)["classes"])
+    method_of(cfg)  # a bad setting fails here, not inside an actor
 
     def body() -> dict:
         t0 = time.time()
