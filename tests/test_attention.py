@@ -90,3 +90,25 @@ def test_fusion_normalises_each_map_and_honours_the_choice():
     assert torch.allclose(a[0], raw / raw.max())
     with pytest.raises(ValueError):
         fuse(cam, b2, b3, (2, 2), which="both")
+
+
+@pytest.mark.parametrize("maps", ["forward", "backward", "fused"])
+@pytest.mark.parametrize("smooth,tri", [(False, False), (True, True)])
+def test_attention_maps_and_pseudo_labels_for_every_setting(maps, smooth, tri):
+    """The stage's own path (numpy out, image size back) for every ablation row, on a random net."""
+    from inetseg.attention.maps import Method, attention_maps, pseudo_label
+
+    torch.manual_seed(0)
+    model = build_classifier(3, 0.25).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), rng.integers(0, 256, (64, 40, 3), dtype=np.uint8)]
+    method = Method(maps=maps, smoothing=smooth, trimap=tri)
+    atts = attention_maps(model, images, np.array([1, 3]), 64, torch.device("cpu"), method)
+    for att, im, lab in zip(atts, images, (1, 3)):
+        assert att.shape == im.shape[:2] and att.dtype == np.float32
+        # each map is divided by its peak; a random net's CAM can be negative everywhere (ReLU: all 0)
+        assert 0 <= att.min() and (att.max() == 0 or abs(att.max() - 1) < 1e-6)
+        mask, final = pseudo_label(att, im, lab, method)
+        assert mask.shape == im.shape[:2]
+        assert set(np.unique(mask)) <= ({0, lab, 255} if tri else {0, lab})
+        assert (mask == lab).any() == (att.max() > 0)  # the peak is object unless there is no evidence

@@ -47,11 +47,15 @@ def attention_maps(model: torch.nn.Module, images: list[np.ndarray], labels: np.
     else:
         out = googlenet_excitation(model, x, lab0, bias=method.eb_bias)
         f5, b2, b3b = out["inception5b"], out["conv3"], out["inception3b"]
-    cam = forward_cam(f5.float(), model.fc.weight.float(), lab0)
-    if b2 is None:
-        b2 = b3b = torch.ones_like(cam)
-    att = fuse(cam, b2, b3b, (input_size, input_size), method.lambda1, method.lambda2, method.maps).cpu().numpy()
-    return [cv2.resize(a, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR) for a, im in zip(att, images)]
+    with torch.no_grad():  # the fc weight needs no gradient here
+        cam = forward_cam(f5.float(), model.fc.weight.float(), lab0)
+        if b2 is None:
+            b2 = b3b = torch.ones_like(cam)
+        att = fuse(cam, b2, b3b, (input_size, input_size), method.lambda1, method.lambda2, method.maps).cpu().numpy()
+    # Back at the image's own size, divided by the peak again: resizing can lower it, and Eqn 10's
+    # thresholds are fractions of it.
+    return [smoothing.renormalise(np.clip(cv2.resize(a, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR),
+                                          0, None)) for a, im in zip(att, images)]
 
 
 def pseudo_label(att: np.ndarray, rgb: np.ndarray, label: int, method: Method) -> tuple[np.ndarray, np.ndarray]:
