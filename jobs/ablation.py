@@ -3,7 +3,7 @@
     python jobs/ablation.py --out ablation.json [--run runs/demo] [--preset demo] [key=value ...]
 
 Reuses (or runs) a pipeline's corpus, ingest, filter rounds and final classifier under --run, then
-runs the attention stage once per row into <run>/ablation/<row>:
+runs the attention stage once per row into <run>/ablation/[<name>/]<row>:
 
     forward              forward CAM only (Eqn 5)                      one cut, nothing ignored
     backward             excitation product B_2 * B_3b only (Eqn 7)    one cut, nothing ignored
@@ -16,7 +16,7 @@ runs the attention stage once per row into <run>/ablation/<row>:
 out), and background elsewhere. Each row's pseudo labels are scored against the synthetic corpus's
 hidden train masks (a measurement after the stage ran; nothing flows back): mIoU, precision (pixel
 accuracy over the pixels it labels) and ignored (share of pixels it leaves out). Writes the JSON,
-a Markdown table beside it, and an MLflow run (one nested run per row, plus a picture grid).
+a Markdown table and a picture grid (.md, .png) beside it, and an MLflow run (a nested run per row).
 """
 from __future__ import annotations
 
@@ -103,16 +103,17 @@ def picture(row_dirs: dict[str, str], truth: dict, n: int) -> bytes:
     return viz.encode_png(viz.grid(cells, [t[:14] for t in titles]))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file to write (a .md table is written beside it)")
     ap.add_argument("--preset", default="demo", help="pipeline preset (default: demo)")
     ap.add_argument("--run", default="runs/demo", help="pipeline output root; its finished stages are reused")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
+    ap.add_argument("--name", default="", help="keep this variant's rows apart: <run>/ablation/<name>/<row>")
     ap.add_argument("--picture-images", type=int, default=6, help="images in the MLflow picture grid")
     ap.add_argument("overrides", nargs="*", help="pipeline key=value overrides, e.g. attention.lambda1=2")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
@@ -153,9 +154,9 @@ def main() -> int:
             acfg = copy.deepcopy(cfg.attention)
             for k, v in ROWS[name].items():
                 setattr(acfg, k, v)
-            # The row that equals the pipeline's own setting reuses the pipeline's pseudo labels.
-            same = all(getattr(cfg.attention, k) == v for k, v in ROWS[name].items())
-            acfg.out = cfg.attention.out if same else storage.join(cfg.out, "ablation", name)
+            # Its own folder even for the pipeline's own setting: overrides (attention.cam_norm=...) must
+            # never overwrite the pipeline's pseudo labels. A re-run with the same settings reuses it.
+            acfg.out = storage.join(cfg.out, "ablation", *([args.name] if args.name else []), name)
             with tracker.stage(name, {**ROWS[name], "out": acfg.out}) as st:
                 t0 = time.time()
                 meta = attention.run(acfg, cfg.resume)
@@ -176,7 +177,9 @@ def main() -> int:
         tracker.log_json("ablation.json", result)
         tracker.log_text("ablation.md", md)
         if args.picture_images > 0 and row_dirs:
-            tracker.log_artifact_bytes("ablation.png", picture(row_dirs, truth, args.picture_images))
+            png = picture(row_dirs, truth, args.picture_images)
+            storage.write_bytes(os.path.splitext(args.out)[0] + ".png", png)
+            tracker.log_artifact_bytes("ablation.png", png)
         tracker.end("FINISHED")
     except BaseException:
         tracker.end("FAILED")

@@ -112,3 +112,19 @@ def test_attention_maps_and_pseudo_labels_for_every_setting(maps, smooth, tri):
         assert mask.shape == im.shape[:2]
         assert set(np.unique(mask)) <= ({0, lab, 255} if tri else {0, lab})
         assert (mask == lab).any() == (att.max() > 0)  # the peak is object unless there is no evidence
+
+
+def test_minmax_cam_keeps_the_contrast_of_a_positive_everywhere_map():
+    from inetseg.attention.cam import normalise_minmax
+    from inetseg.attention.fusion import fuse
+
+    m = torch.tensor([[[5.0, 6.0], [5.0, 10.0]], [[-1.0, -3.0], [-2.0, -1.0]]])
+    n = normalise_minmax(m)
+    assert torch.allclose(n[0], torch.tensor([[0.0, 0.2], [0.0, 1.0]]))
+    assert torch.allclose(n[1], torch.tensor([[1.0, 0.0], [0.5, 1.0]]))
+    assert (normalise_map(m)[0] > 0.49).all()  # max-only: the flat map is object everywhere at 0.5
+    b = torch.zeros(2, 2, 2)
+    f = fuse(m, b, b, (2, 2), which="forward", cam_norm="minmax")
+    assert torch.allclose(f, n)
+    with pytest.raises(ValueError, match="cam_norm"):
+        fuse(m, b, b, (2, 2), cam_norm="mean")

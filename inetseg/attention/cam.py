@@ -26,6 +26,21 @@ def normalise_map(m: torch.Tensor) -> torch.Tensor:
     return m / peak[:, None, None]
 
 
+def normalise_minmax(m: torch.Tensor) -> torch.Tensor:
+    """Subtract each map's minimum, then divide by its range (N x h x w -> [0, 1]).
+
+    For a CAM that is positive everywhere (the network finds some evidence in every cell), dividing by
+    the maximum leaves a flat map near 1 and the whole image becomes object; the minimum is the
+    image's own floor of evidence, so min-max keeps the contrast (CAM's usual visualisation).
+    """
+    lo = m.flatten(1).min(1).values[:, None, None]
+    m = m - lo
+    return m / m.flatten(1).max(1).values.clamp(min=1e-12)[:, None, None]
+
+
+CAM_NORMS = ("max", "minmax")
+
+
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """N x h x w -> N x H x W, bilinear (the upsampling of Eqn 8)."""
     return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

@@ -23,6 +23,7 @@ class Method:
     maps: str = "fused"  # forward | backward | fused (Eqn 8)
     lambda1: float = 1.0
     lambda2: float = 1.0
+    cam_norm: str = "max"  # how the CAM is scaled to [0, 1] before Eqn 8: max | minmax
     eb_bias: str = "ignore"  # excitation backprop: biases ignored, or absorbed as constant children
     smoothing: bool = True  # Eqn 9 over unsupervised segments
     segment_scale: float = 100.0  # Felzenszwalb scale (larger -> larger segments)
@@ -51,7 +52,8 @@ def attention_maps(model: torch.nn.Module, images: list[np.ndarray], labels: np.
         cam = forward_cam(f5.float(), model.fc.weight.float(), lab0)
         if b2 is None:
             b2 = b3b = torch.ones_like(cam)
-        att = fuse(cam, b2, b3b, (input_size, input_size), method.lambda1, method.lambda2, method.maps).cpu().numpy()
+        att = fuse(cam, b2, b3b, (input_size, input_size), method.lambda1, method.lambda2, method.maps,
+                   method.cam_norm).cpu().numpy()
     # Back at the image's own size, divided by the peak again: resizing can lower it, and Eqn 10's
     # thresholds are fractions of it.
     return [smoothing.renormalise(np.clip(cv2.resize(a, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR),
