@@ -154,7 +154,7 @@ class AttentionConfig:
     maps: str = "fused"  # forward (CAM only) | backward (B_2 * B_3b only) | fused (Eqn 8)
     lambda1: float = 1.0  # Eqn 8: weight of the forward CAM
     lambda2: float = 1.0  # Eqn 8: weight of the excitation product
-    cam_norm: str = "max"  # CAM scaled to [0, 1] before Eqn 8: max (ReLU, / peak) | minmax (minus floor, / range)
+    cam_norm: str = "minmax"  # CAM scaled to [0, 1] before Eqn 8: max (ReLU, / peak) | minmax (minus floor, / range)
     eb_bias: str = "ignore"  # excitation backprop: ignore biases (conserves probability) | absorb them (footnote 4)
     smoothing: bool = True  # Eqn 9: average the attention over unsupervised segments
     segment_scale: float = 100.0  # Felzenszwalb segments: larger -> larger segments

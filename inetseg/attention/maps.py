@@ -23,7 +23,7 @@ class Method:
     maps: str = "fused"  # forward | backward | fused (Eqn 8)
     lambda1: float = 1.0
     lambda2: float = 1.0
-    cam_norm: str = "max"  # how the CAM is scaled to [0, 1] before Eqn 8: max | minmax
+    cam_norm: str = "minmax"  # how the CAM is scaled to [0, 1] before Eqn 8: max | minmax
     eb_bias: str = "ignore"  # excitation backprop: biases ignored, or absorbed as constant children
     smoothing: bool = True  # Eqn 9 over unsupervised segments
     segment_scale: float = 100.0  # Felzenszwalb scale (larger -> larger segments)
