@@ -64,7 +64,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         meter = utils.Throughput()
         loss_sum, correct, seen = 0.0, 0, 0
-        for b in utils.batches(train_shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker):
+        for b in utils.batches(train_shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker, meter=meter):
             with utils.autocast(device, config["amp"]):
                 logits = model(to_input(b["x"]))
                 loss = F.cross_entropy(logits, b["y"])
@@ -83,6 +83,7 @@ def train_loop_per_worker(config: dict) -> None:
                                     scheduler, epoch, step)
         metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
                    "train_acc": correct / max(1, seen), "images_per_sec": meter.rate(),
+                   "data_wait_frac": meter.wait_fraction(),
                    "lr": scheduler.get_last_lr()[0], "resumed_step": resumed_step, "mid_epoch": 0,
                    "world_size": ctx.get_world_size(), "num_nodes": num_nodes}
         metrics.update(evaluate(model, val_shard, per_worker, device))

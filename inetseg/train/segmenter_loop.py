@@ -52,7 +52,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         meter = utils.Throughput()
         loss_sum, seen, labelled, correct = 0.0, 0, 0, 0
-        for b in utils.batches(shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker):
+        for b in utils.batches(shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker, meter=meter):
             with utils.autocast(device, config["amp"]):
                 logits = model(b["x"])  # N x (K+1) x S x S
                 loss = F.cross_entropy(logits, b["mask"], ignore_index=IGNORE)
@@ -70,6 +70,7 @@ def train_loop_per_worker(config: dict) -> None:
                 break
         metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
                    "pseudo_pixel_acc": correct / max(1, labelled), "images_per_sec": meter.rate(),
+                   "data_wait_frac": meter.wait_fraction(),
                    "lr": scheduler.get_last_lr()[0]}
         meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
                 "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],

@@ -90,10 +90,10 @@ class PolyDecay(torch.optim.lr_scheduler.LambdaLR):
 
 
 class Throughput:
-    """Images per second over a window, for the reported metrics."""
+    """Images per second over a window, and the share of it the loop spent waiting for input batches."""
 
     def __init__(self) -> None:
-        self.t0, self.n = time.perf_counter(), 0
+        self.t0, self.n, self.wait = time.perf_counter(), 0, 0.0
 
     def add(self, n: int) -> None:
         self.n += n
@@ -102,15 +102,28 @@ class Throughput:
         dt = time.perf_counter() - self.t0
         return self.n / dt if dt > 0 else 0.0
 
+    def wait_fraction(self) -> float:
+        """Share of the window spent blocked on the data pipeline (near 0: compute-bound; high: starved)."""
+        dt = time.perf_counter() - self.t0
+        return self.wait / dt if dt > 0 else 0.0
+
 
 def batches(shard: Any, batch_size: int, device: torch.device, keys: tuple[str, ...],
-            shuffle_buffer: int = 0) -> Iterator[dict]:
+            shuffle_buffer: int = 0, meter: Throughput | None = None) -> Iterator[dict]:
     """Torch batches from a Ray dataset shard, empty batches skipped (a filter may empty one).
 
-    shuffle_buffer > 0 mixes rows across blocks within a window of that many rows (training).
+    shuffle_buffer > 0 mixes rows across blocks within a window of that many rows (training);
+    with a meter, the time spent waiting for each batch is added to meter.wait.
     """
     kwargs = {"local_shuffle_buffer_size": shuffle_buffer} if shuffle_buffer else {}
-    for b in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False, **kwargs):
+    it = iter(shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False, **kwargs))
+    while True:
+        t0 = time.perf_counter()
+        b = next(it, None)
+        if meter is not None:
+            meter.wait += time.perf_counter() - t0
+        if b is None:
+            return
         if len(b[keys[0]]) == 0:
             continue
         yield b

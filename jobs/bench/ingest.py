@@ -1,6 +1,6 @@
 """Ingest benchmark: Ray ingest vs a bare loop, vs img2dataset on the same URLs, and memory at N vs 4N.
 
-    python jobs/bench/ingest.py --out ingest.json [--images 2000] [--photos ../shared/data/camvid-train/images]
+    python jobs/bench/ingest.py --out ingest.json [--images 8000] [--rows-per-shard 500] [--photos ../shared/data/camvid-train/images]
 
 1. Local files: images/s of `inetseg ingest` (Ray Data, all cores) against a bare single-process
    read -> decode -> resize -> JPEG loop over the same files (`ratio_vs_bare_loop`; goal >= 1.6 on 2 cores).
@@ -186,13 +186,15 @@ def peak_rss(cmd: list[str], interval: float = 0.05) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
-    ap.add_argument("--images", type=int, default=2000, help="local-file images for part 1")
+    ap.add_argument("--images", type=int, default=8000, help="local-file images for part 1")
     ap.add_argument("--size", type=int, default=400, help="side of the synthetic images (part 1)")
     ap.add_argument("--photos", default="", help="folder of real photos to use in part 1 instead of synthetic ones")
     ap.add_argument("--max-side", type=int, default=256, help="ingest resize target (both sides of each pair)")
     ap.add_argument("--download-images", type=int, default=2000, help="URLs for part 2")
     ap.add_argument("--mem-images", type=int, default=1000, help="N for part 3 (also runs 4N)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows-per-shard", type=int, default=500, help="ingest shard size (one Ray task per shard)")
+    ap.add_argument("--files-per-task", type=int, default=64, help="files per batch inside a shard task")
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--threads", type=int, default=16, help="download threads per process (both tools)")
     ap.add_argument("--img2dataset-venv", default=os.path.expanduser("~/.cache/inetseg-bench/img2dataset-venv"))
@@ -207,9 +209,11 @@ def main() -> int:
 
     work = args.workdir or tempfile.mkdtemp(prefix="inetseg-bench-ingest-")
     os.makedirs(work, exist_ok=True)
-    result: dict = {"machine": {"cpus": os.cpu_count(), "num_cpus": args.num_cpus}, "max_side": args.max_side}
+    result: dict = {"machine": {"cpus": os.cpu_count(), "num_cpus": args.num_cpus}, "max_side": args.max_side,
+                    "images": args.images, "rows_per_shard": args.rows_per_shard, "files_per_task": args.files_per_task}
     q = 90
-    common = {"max_side": args.max_side, "jpeg_quality": q, "rows_per_shard": 100, "files_per_task": 32}
+    common = {"max_side": args.max_side, "jpeg_quality": q, "rows_per_shard": args.rows_per_shard,
+              "files_per_task": args.files_per_task}
     try:
         # ---- 1. local files
         if args.photos:

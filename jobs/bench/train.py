@@ -89,7 +89,7 @@ def ray_train(images: str, cfg: C.ClassifierConfig, out: str, workers: int, thre
     rates = [h["images_per_sec"] * workers for h in epochs]
     return {"images_per_second": max(rates[1:] or rates), "epoch_rates": rates, "wall_seconds": wall,
             "workers": workers, "torch_threads": threads, "cpus_per_worker": c.compute.cpus_per_worker,
-            "final_loss": epochs[-1]["loss"]}
+            "final_loss": epochs[-1]["loss"], "data_wait_frac": [h.get("data_wait_frac") for h in epochs]}
 
 
 def main() -> int:
