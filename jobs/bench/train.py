@@ -8,10 +8,13 @@ same augmentation functions (random resized crop + flip, in `inetseg/train/data.
   and steps SGD, torch using every core;
 - ray_1: the classifier stage's TorchTrainer, 1 worker using every core, fed by Ray Data (decode and
   augmentation in Ray Data tasks, streaming);
-- ray_1x1 and ray_2x1: 1 and 2 workers with one torch thread each (the DDP scaling pair).
+- ray_1x1 and ray_2x1: 1 and 2 workers with one torch thread each (the DDP scaling pair);
+- plain_1thread: the plain loop with one torch thread, the counterpart of ray_1x1.
 Images per second are the training loop's own (from its first to its last batch of each epoch,
 best epoch after the first); wall-clock seconds including Ray Train start-up are reported beside them.
-`ratio_vs_plain_torch` = ray_1 / plain; `speedup_2_workers` = ray_2x1 / ray_1x1.
+`ratio_vs_plain_torch` = ray_1 / plain; `ratio_vs_plain_torch_1thread` = ray_1x1 / plain_1thread;
+`speedup_2_workers` = ray_2x1 / ray_1x1. Each Ray run also reports `data_wait_frac` per epoch (share of
+the loop spent waiting for input batches).
 """
 from __future__ import annotations
 
@@ -122,12 +125,17 @@ def main() -> int:
     print(f"plain torch: {result['plain']['images_per_second']:.1f} img/s", flush=True)
     result["ray_1"] = ray_train(images, cfg, storage.join(args.run, "ray1"), 1, args.cpus)
     print(f"ray train 1 worker: {result['ray_1']['images_per_second']:.1f} img/s", flush=True)
+    result["plain_1thread"] = plain_torch(images, cfg, 1)
+    print(f"plain torch, 1 thread: {result['plain_1thread']['images_per_second']:.1f} img/s", flush=True)
     result["ray_1x1"] = ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1)
     result["ray_2x1"] = ray_train(images, cfg, storage.join(args.run, "ray2x1"), 2, 1)
     print(f"ray train 1x1 {result['ray_1x1']['images_per_second']:.1f}, 2x1 "
           f"{result['ray_2x1']['images_per_second']:.1f} img/s", flush=True)
     result["ratio_vs_plain_torch"] = result["ray_1"]["images_per_second"] / result["plain"]["images_per_second"]
     result["ratio_vs_plain_torch_wall"] = result["plain"]["wall_seconds"] / result["ray_1"]["wall_seconds"]
+    # The same pair with one torch thread each: Ray's own overhead without the 2-core oversubscription.
+    result["ratio_vs_plain_torch_1thread"] = (result["ray_1x1"]["images_per_second"]
+                                              / result["plain_1thread"]["images_per_second"])
     result["speedup_2_workers"] = result["ray_2x1"]["images_per_second"] / result["ray_1x1"]["images_per_second"]
     result["speedup_2_workers_vs_1_worker_all_threads"] = (result["ray_2x1"]["images_per_second"]
                                                            / result["ray_1"]["images_per_second"])
