@@ -22,7 +22,7 @@ def _cfg(root, images, name, **kw):
 
 def test_paper_rounds_chain_and_count(images):
     root, imgs = images
-    cfg = _cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.34)
+    cfg = _cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.25)
     meta = filter_stage.run(cfg)
     rounds = meta["rounds"]
     assert [r["rule"] for r in rounds] == ["eqn13", "eqn14", "eqn15"]
@@ -49,7 +49,7 @@ def test_warm_start_from_a_mismatched_model_is_a_clear_error(images, tmp_path):
     root, imgs = images
     with pytest.raises(FileNotFoundError, match="no exported classifier"):
         classifier.check_init(str(tmp_path / "nothing"), ["a"], 0.25)
-    filter_stage.run(_cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.34))  # reused
+    filter_stage.run(_cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.25))  # reused
     with pytest.raises(ValueError, match="differ from this run's"):
         classifier.check_init(str(root / "paper" / "round1" / "classifier"), ["a", "b"], 0.25)
 
@@ -81,7 +81,7 @@ def test_filter_quality_against_hidden_truth(images):
     from inetseg import audit
 
     root, imgs = images
-    cfg = _cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.34)
+    cfg = _cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.25)
     filter_stage.run(cfg)  # reused when the paper-rounds test already ran it
     truth = audit.load_truth(str(root / "c"))
     q = audit.filter_quality(imgs, filter_stage.final_images(cfg), truth)
@@ -89,3 +89,11 @@ def test_filter_quality_against_hidden_truth(images):
     kept = shards.read_table(filter_stage.final_images(cfg), columns=["id"]).column("id").to_pylist()
     assert q["images_kept"] == len(kept)
     assert set(kept) <= set(shards.read_table(imgs, columns=["id"]).column("id").to_pylist())
+
+
+def test_a_round_that_keeps_nothing_is_a_one_line_error(images):
+    root, imgs = images
+    cfg = _cfg(root, imgs, "strict", rounds=1, eqn13_threshold=0.999)  # drops every image of a barely trained net
+    with pytest.raises(C.ConfigError, match=r"filter round 1 \(eqn13\) kept none of its 60 images: "
+                                            r"filter.eqn13_threshold=0.999 is too strict"):
+        filter_stage.run(cfg)

@@ -172,6 +172,11 @@ def run(cfg: C.FilterConfig, resume: bool = True) -> dict:
         meta = run_round(cfg, r, rule, images, resume)
         log.info("filter round %d (%s): %d in, %d dropped, %d kept", r, rule["rule"], meta["in"], meta["dropped"],
                  meta["kept"])
+        if meta["kept"] == 0:  # nothing left to train the next round or the final classifier on
+            key = {"eqn13": "eqn13_threshold", "eqn14": "eqn14_top_k", "eqn15": "eqn15_threshold"}[rule["rule"]]
+            raise C.ConfigError(f"filter round {r} ({rule['rule']}) kept none of its {meta['in']} images: "
+                                f"filter.{key}={getattr(cfg, key)} is too strict for this round's classifier "
+                                f"(relax it, or train the rounds longer: filter.train.epochs)")
         rounds.append(meta)
         images = storage.join(cfg.out, f"round{r}", "images")
     n_in = rounds[0]["in"] if rounds else int(shards.read_marker(cfg.images)["ok"])
