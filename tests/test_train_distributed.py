@@ -10,14 +10,8 @@ import psutil
 import pytest
 from conftest import ingested_corpus, kill_tree
 import ray
-import torch
-import torch.nn.functional as F
 
 from inetseg import config as C
-from inetseg import imaging, shards
-from inetseg.models.classifier import build_classifier
-from inetseg.stages.filter import load_classifier
-from inetseg.train.data import normalise
 from inetseg.stages import classifier
 
 pytestmark = pytest.mark.slow
@@ -61,25 +55,12 @@ def test_two_nodes_two_ddp_workers_loss_falls(images):
     epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
     assert [h["epoch"] for h in epochs] == list(range(10))  # every epoch, not only the kept checkpoints'
     assert epochs[-1]["world_size"] == 2 and epochs[-1]["num_nodes"] == 2  # one rank on each node
-    # Per-epoch training losses are too noisy to compare here (4 augmented steps an epoch; CI saw
-    # 0.95 -> 0.75 -> 1.00). Judge the trained model instead, on every image without augmentation,
-    # against the same network at its initialisation (rank 0's seed; DDP broadcasts its weights).
-    final_loss, final_acc = _loss_and_accuracy(load_classifier(str(root / "ddp"), torch.device("cpu"))[0], imgs)
-    torch.manual_seed(0)
-    init_loss, init_acc = _loss_and_accuracy(build_classifier(3, 0.25).eval(), imgs)
-    print("ddp model check", final_loss, final_acc, init_loss, init_acc, [round(h["loss"], 3) for h in epochs])
-    assert final_loss < init_loss - 0.05, (final_loss, init_loss, [h["loss"] for h in epochs])
-    assert final_acc >= 0.45 > init_acc + 0.05, (final_acc, init_acc)  # 3 classes: chance is 1/3
-
-
-def _loss_and_accuracy(model, images: str) -> tuple[float, float]:
-    """Cross-entropy and accuracy of a classifier on every image of a table at 64 px, eval mode."""
-    t = shards.read_table(images, columns=["label", "image"])
-    x = np.stack([imaging.resize_square(imaging.decode_rgb(b), 64) for b in t.column("image").to_pylist()])
-    y = torch.tensor(t.column("label").to_pylist()) - 1
-    with torch.no_grad():
-        logits = model(torch.from_numpy(normalise(x)))
-    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    losses = [h["loss"] for h in epochs]
+    # Single epochs are noisy (4 augmented steps each; CI saw 0.95 ... 0.78, 1.00), so: the best later
+    # epoch clearly below the first, and the typical late epoch below it too. A run that does not learn
+    # (CI once: 1.12, 1.20, 1.11, 1.17, 1.30, ...) fails both.
+    assert min(losses[2:]) < 0.9 * losses[0], losses
+    assert float(np.median(losses[-5:])) < losses[0], losses
 
 
 def registered_checkpoints(storage: str) -> int:
