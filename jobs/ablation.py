@@ -85,10 +85,11 @@ def picture(row_dirs: dict[str, str], truth: dict, n: int) -> bytes:
                 ids.append(i)
                 images.append(imaging.decode_rgb(b))
     per_row: dict[str, dict] = {}
+    wanted = set(ids)
     for name, d in row_dirs.items():
         t = shards.read_table(d, columns=["id", "attention", "mask"])
         keep = {i: (a, m) for i, a, m in zip(*(t.column(c).to_pylist() for c in ("id", "attention", "mask")))
-                if i in set(ids)}
+                if i in wanted}
         per_row[name] = keep
     cells = []
     for i, im in zip(ids, images):

@@ -33,9 +33,7 @@ def normalise_minmax(m: torch.Tensor) -> torch.Tensor:
     the maximum leaves a flat map near 1 and the whole image becomes object; the minimum is the
     image's own floor of evidence, so min-max keeps the contrast (CAM's usual visualisation).
     """
-    lo = m.flatten(1).min(1).values[:, None, None]
-    m = m - lo
-    return m / m.flatten(1).max(1).values.clamp(min=1e-12)[:, None, None]
+    return normalise_map(m - m.flatten(1).min(1).values[:, None, None])  # >= 0, so the ReLU is a no-op
 
 
 CAM_NORMS = ("max", "minmax")
