@@ -1,6 +1,7 @@
 """Ray plumbing shared by the stage modules: starting Ray, reading and writing stage tables."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any, Callable
@@ -38,8 +39,29 @@ def read_stage(path: str, what: str, columns: list[str] | None = None) -> ray.da
     files = shards.parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{what} at {path} has no Parquet files")
-    ds = ray.data.read_parquet(files, file_extensions=["parquet"])
+    with parquet_reader_v1():
+        ds = ray.data.read_parquet(files, file_extensions=["parquet"])
     return ds.select_columns(columns) if columns else ds
+
+
+@contextlib.contextmanager
+def parquet_reader_v1():
+    """Build datasets inside this block with Ray Data's V1 Parquet reader (each Dataset keeps the context
+    it was created under, so the global setting is restored afterwards).
+
+    Why: Ray 2.60's default V2 reader starts a pool of footer-reading actors on every execution, about
+    0.85 s of wall time (34 ms CPU) per pass over a table, even for one local file. Training re-executes
+    its dataset every epoch, so that start-up is paid per epoch; measured on the 1000-image train bench
+    the read went 1.0 s -> 0.12 s per epoch and the first batch arrived 1.1 s -> 0.2 s after the epoch began.
+    We list our own files (the table's marker knows them), so V2's distributed listing buys nothing.
+    """
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.use_datasource_v2
+    ctx.use_datasource_v2 = False
+    try:
+        yield
+    finally:
+        ctx.use_datasource_v2 = before
 
 
 def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:

@@ -1,6 +1,6 @@
 """Training throughput: Ray Train + Ray Data against a plain PyTorch loop, and 2 workers against 1.
 
-    python jobs/bench/train.py --out train.json [--images 1000] [--epochs 3]
+    python jobs/bench/train.py --out train.json [--images 1000] [--epochs 3] [--repeats 3]
 
 Same images (a synthetic corpus, ingested), same GoogLeNet (width, input size), same batch size,
 same augmentation functions (random resized crop + flip, in `inetseg/train/data.py`):
@@ -13,7 +13,8 @@ same augmentation functions (random resized crop + flip, in `inetseg/train/data.
 Images per second are the training loop's own (from its first to its last batch of each epoch,
 best epoch after the first); wall-clock seconds including Ray Train start-up are reported beside them.
 `ratio_vs_plain_torch` = ray_1 / plain; `ratio_vs_plain_torch_1thread` = ray_1x1 / plain_1thread;
-`speedup_2_workers` = ray_2x1 / ray_1x1. Each Ray run also reports `data_wait_frac` per epoch (share of
+`speedup_2_workers` = ray_2x1 / ray_1x1. Each Ray run follows its baseline run directly and the pairs
+repeat (`--repeats`, default 3): the ratios reported are the median pair's, every pair's is kept. Each Ray run also reports `data_wait_frac` per epoch (share of
 the loop spent waiting for input batches).
 """
 from __future__ import annotations
@@ -105,6 +106,7 @@ def main() -> int:
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--repeats", type=int, default=3, help="baseline/Ray pairs run back to back (median reported)")
     args = ap.parse_args()
 
     from inetseg.sources import synth
@@ -121,21 +123,34 @@ def main() -> int:
                              batch_size=args.batch_size, lr=0.03, lr_decay_steps=10_000, holdout_fraction=0.0)
     result: dict = {"images": args.images, "epochs": args.epochs, "input_size": args.input_size, "width": args.width,
                     "batch_size": args.batch_size, "cpus": args.cpus}
-    result["plain"] = plain_torch(images, cfg, args.cpus)
-    print(f"plain torch: {result['plain']['images_per_second']:.1f} img/s", flush=True)
-    result["ray_1"] = ray_train(images, cfg, storage.join(args.run, "ray1"), 1, args.cpus)
-    print(f"ray train 1 worker: {result['ray_1']['images_per_second']:.1f} img/s", flush=True)
-    result["plain_1thread"] = plain_torch(images, cfg, 1)
-    print(f"plain torch, 1 thread: {result['plain_1thread']['images_per_second']:.1f} img/s", flush=True)
-    result["ray_1x1"] = ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1)
+    # The machine is shared and its background load drifts by +-15 % within minutes, so each Ray run is
+    # paired with its baseline run just before it, pairs repeat, and ratios are taken pair by pair.
+    pairs, pairs_1t = [], []
+    for rep in range(args.repeats):
+        p = plain_torch(images, cfg, args.cpus)
+        r = ray_train(images, cfg, storage.join(args.run, "ray1"), 1, args.cpus)
+        pairs.append({"plain": p, "ray_1": r, "ratio": r["images_per_second"] / p["images_per_second"]})
+        print(f"pair {rep}: plain torch {p['images_per_second']:.1f}, ray train 1 worker "
+              f"{r['images_per_second']:.1f} img/s -> {pairs[-1]['ratio']:.3f}", flush=True)
+        p1 = plain_torch(images, cfg, 1)
+        r1 = ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1)
+        pairs_1t.append({"plain_1thread": p1, "ray_1x1": r1, "ratio": r1["images_per_second"] / p1["images_per_second"]})
+        print(f"pair {rep}, one thread: plain {p1['images_per_second']:.1f}, ray 1x1 "
+              f"{r1['images_per_second']:.1f} img/s -> {pairs_1t[-1]['ratio']:.3f}", flush=True)
     result["ray_2x1"] = ray_train(images, cfg, storage.join(args.run, "ray2x1"), 2, 1)
-    print(f"ray train 1x1 {result['ray_1x1']['images_per_second']:.1f}, 2x1 "
-          f"{result['ray_2x1']['images_per_second']:.1f} img/s", flush=True)
-    result["ratio_vs_plain_torch"] = result["ray_1"]["images_per_second"] / result["plain"]["images_per_second"]
+    print(f"ray train 2x1 {result['ray_2x1']['images_per_second']:.1f} img/s", flush=True)
+    result["pairs"], result["pairs_1thread"] = pairs, pairs_1t
+    # The median pair (by ratio) stands for the run; every pair's ratio is kept beside it.
+    mid = sorted(pairs, key=lambda q: q["ratio"])[len(pairs) // 2]
+    mid_1t = sorted(pairs_1t, key=lambda q: q["ratio"])[len(pairs_1t) // 2]
+    result.update(plain=mid["plain"], ray_1=mid["ray_1"], plain_1thread=mid_1t["plain_1thread"],
+                  ray_1x1=mid_1t["ray_1x1"])
+    result["ratio_vs_plain_torch"] = mid["ratio"]
+    result["ratio_vs_plain_torch_pairs"] = [q["ratio"] for q in pairs]
     result["ratio_vs_plain_torch_wall"] = result["plain"]["wall_seconds"] / result["ray_1"]["wall_seconds"]
     # The same pair with one torch thread each: Ray's own overhead without the 2-core oversubscription.
-    result["ratio_vs_plain_torch_1thread"] = (result["ray_1x1"]["images_per_second"]
-                                              / result["plain_1thread"]["images_per_second"])
+    result["ratio_vs_plain_torch_1thread"] = mid_1t["ratio"]
+    result["ratio_vs_plain_torch_1thread_pairs"] = [q["ratio"] for q in pairs_1t]
     result["speedup_2_workers"] = result["ray_2x1"]["images_per_second"] / result["ray_1x1"]["images_per_second"]
     result["speedup_2_workers_vs_1_worker_all_threads"] = (result["ray_2x1"]["images_per_second"]
                                                            / result["ray_1"]["images_per_second"])
