@@ -121,6 +121,7 @@ class ClassifierConfig:
     folds: int = 0  # > 1: cross-fitting, train on every fold but `fold` (set by the out-of-fold filter)
     fold: int = -1  # the fold left out (0..folds-1)
     init_from: str = ""  # a classifier folder of this pipeline whose weights start training ('' = random init)
+    bn_recalibrate_images: int = 8192  # after the last epoch, BatchNorm statistics recomputed on this many (0 = off)
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
@@ -182,6 +183,7 @@ class SegmenterConfig:
     weight_decay: float = 0.0005
     max_steps: int = 50000  # paper: 50k iterations
     aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # ASPP dilation rates
+    bn_recalibrate_images: int = 8192  # after the last epoch, BatchNorm statistics recomputed on this many (0 = off)
     checkpoint_every_epochs: int = 1
     max_failures: int = 2
     seed: int = 0

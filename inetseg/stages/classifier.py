@@ -78,12 +78,18 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
         val = ds.map_batches(classifier_batch, batch_format="numpy", batch_size=64,
                              fn_kwargs={"input_size": cfg.input_size, "augment": False,
                                         "holdout": cfg.holdout_fraction, "want_holdout": True})
+        datasets = {"train": train, "val": val}
+        if cfg.bn_recalibrate_images > 0:  # training images as inference sees them: whole, resized, no flip
+            datasets["bn"] = ds.limit(cfg.bn_recalibrate_images).map_batches(
+                classifier_batch, batch_format="numpy", batch_size=64,
+                fn_kwargs={"input_size": cfg.input_size, "augment": False, "holdout": cfg.holdout_fraction,
+                           "want_holdout": False})
         loop_config = {**C.to_dict(cfg), "num_classes": len(classes), "classes": classes,
                        "n_train": int(n_used * (1 - cfg.holdout_fraction)),
                        "init_from": storage.absolute(cfg.init_from) if cfg.init_from else ""}
         loop_config.pop("compute")
         result = training.fit(f"classifier-{fp}", classifier_loop.train_loop_per_worker, loop_config,
-                              {"train": train, "val": val}, cfg.compute,
+                              datasets, cfg.compute,
                               cfg.storage_path or cfg.out.rstrip("/") + "_ray_train", cfg.max_failures,
                               cfg.checkpoints_to_keep)
         meta = training.export_model(result, cfg.out)

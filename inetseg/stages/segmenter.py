@@ -29,12 +29,17 @@ def run(cfg: C.SegmenterConfig, resume: bool = True) -> dict:
         ds = read_stage(cfg.pseudo, "pseudo-label shards", columns=["image", "mask"])
         train = ds.randomize_block_order().map_batches(segmenter_batch, batch_format="numpy", batch_size=32,
                                fn_kwargs={"input_size": cfg.input_size, "augment": True})
+        datasets = {"train": train}
+        if cfg.bn_recalibrate_images > 0:  # pseudo-labelled images as prediction sees them: whole, resized
+            datasets["bn"] = ds.limit(cfg.bn_recalibrate_images).map_batches(
+                segmenter_batch, batch_format="numpy", batch_size=32,
+                fn_kwargs={"input_size": cfg.input_size, "augment": False})
         loop_config = {**C.to_dict(cfg), "num_classes": cmeta["num_classes"], "width": cmeta["width"],
                        "classes": cmeta["classes"], "n_train": n,
                        "classifier_dir": storage.absolute(cfg.model)}
         loop_config.pop("compute")
         result = training.fit(f"segmenter-{fp}", segmenter_loop.train_loop_per_worker, loop_config,
-                              {"train": train}, cfg.compute, cfg.out.rstrip("/") + "_ray_train",
+                              datasets, cfg.compute, cfg.out.rstrip("/") + "_ray_train",
                               cfg.max_failures)
         meta = training.export_model(result, cfg.out)
         history = training.history(result, meta)

@@ -1,8 +1,6 @@
 """The classifier's per-worker training loop (what Ray Train runs on every DDP rank)."""
 from __future__ import annotations
 
-import math
-
 import ray.train
 import ray.train.torch
 import torch
@@ -53,7 +51,7 @@ def train_loop_per_worker(config: dict) -> None:
             "classes": config["classes"], "input_size": config["input_size"]}
 
     per_worker = max(1, config["batch_size"] // ctx.get_world_size())
-    steps_per_epoch = max(1, math.ceil(config["n_train"] / config["batch_size"]))
+    steps_per_epoch, drop_last = utils.steps_per_epoch(config["n_train"], config["batch_size"], ctx.get_world_size())
     total_steps = min(config["max_steps"], config["epochs"] * steps_per_epoch)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -64,7 +62,8 @@ def train_loop_per_worker(config: dict) -> None:
             break
         meter = utils.Throughput()
         loss_sum, correct, seen = 0.0, 0, 0
-        for b in utils.batches(train_shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker, meter=meter):
+        for b in utils.batches(train_shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker, meter=meter,
+                                 drop_last=drop_last):
             with utils.autocast(device, config["amp"]):
                 logits = model(to_input(b["x"]))
                 loss = F.cross_entropy(logits, b["y"])
@@ -81,11 +80,26 @@ def train_loop_per_worker(config: dict) -> None:
                 session.report_step({"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
                                      "resumed_step": resumed_step, "mid_epoch": 1}, meta, model, optimizer,
                                     scheduler, epoch, step)
+        last = epoch == config["epochs"] - 1 or step >= total_steps
         metrics = {"epoch": epoch, "step": step, "loss": loss_sum / max(1, seen),
                    "train_acc": correct / max(1, seen), "images_per_sec": meter.rate(),
                    "data_wait_frac": meter.wait_fraction(),
                    "lr": scheduler.get_last_lr()[0], "resumed_step": resumed_step, "mid_epoch": 0,
                    "world_size": ctx.get_world_size(), "num_nodes": num_nodes}
+        if last and config.get("bn_recalibrate_images", 0) > 0:
+            metrics["bn_recalibrated_images"] = recalibrate(model, per_worker, device)
         metrics.update(evaluate(model, val_shard, per_worker, device))
-        session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step,
-                             last=epoch == config["epochs"] - 1 or step >= total_steps)
+        session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step, last=last)
+
+
+def recalibrate(model: torch.nn.Module, batch_size: int, device: torch.device) -> int:
+    """Precise BatchNorm statistics for the final weights from the 'bn' dataset (training images, not
+    augmented, as the filter and the attention see them), averaged over the ranks; returns images used."""
+    shard = ray.train.get_dataset_shard("bn")
+    inputs = (to_input(b["x"]) for b in utils.batches(shard, batch_size, device, ("x",)))
+    seen = utils.recalibrate_batchnorm(model, inputs)
+    utils.average_batchnorm_across_ranks(model)
+    total = torch.tensor([seen], dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return int(total.item())

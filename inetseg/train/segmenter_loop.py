@@ -1,8 +1,6 @@
 """The segmenter's per-worker training loop: pseudo labels, 255 ignored, backbone from the classifier."""
 from __future__ import annotations
 
-import math
-
 import ray.train
 import ray.train.torch
 import torch
@@ -37,7 +35,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"],
                                 weight_decay=config["weight_decay"])
-    steps_per_epoch = max(1, math.ceil(config["n_train"] / config["batch_size"]))
+    steps_per_epoch, drop_last = utils.steps_per_epoch(config["n_train"], config["batch_size"], ctx.get_world_size())
     total_steps = min(config["max_steps"], config["epochs"] * steps_per_epoch)
     scheduler = utils.PolyDecay(optimizer, total_steps)
     scaler = utils.make_scaler(device, config["amp"])
@@ -52,7 +50,8 @@ def train_loop_per_worker(config: dict) -> None:
             break
         meter = utils.Throughput()
         loss_sum, seen, labelled, correct = 0.0, 0, 0, 0
-        for b in utils.batches(shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker, meter=meter):
+        for b in utils.batches(shard, per_worker, device, ("x",), shuffle_buffer=8 * per_worker, meter=meter,
+                                 drop_last=drop_last):
             with utils.autocast(device, config["amp"]):
                 logits = model(b["x"])  # N x (K+1) x S x S
                 loss = F.cross_entropy(logits, b["mask"], ignore_index=IGNORE)
@@ -72,8 +71,22 @@ def train_loop_per_worker(config: dict) -> None:
                    "pseudo_pixel_acc": correct / max(1, labelled), "images_per_sec": meter.rate(),
                    "data_wait_frac": meter.wait_fraction(),
                    "lr": scheduler.get_last_lr()[0]}
+        last = epoch == config["epochs"] - 1 or step >= total_steps
+        if last and config.get("bn_recalibrate_images", 0) > 0:
+            metrics["bn_recalibrated_images"] = recalibrate(model, per_worker, device)
         meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
                 "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],
                 "input_size": config["input_size"]}
-        session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step,
-                             last=epoch == config["epochs"] - 1 or step >= total_steps)
+        session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step, last=last)
+
+
+def recalibrate(model: torch.nn.Module, batch_size: int, device: torch.device) -> int:
+    """Precise BatchNorm statistics for the final weights from the 'bn' dataset (pseudo-labelled images,
+    not augmented, as prediction sees them), averaged over the ranks; returns images used."""
+    shard = ray.train.get_dataset_shard("bn")
+    seen = utils.recalibrate_batchnorm(model, (b["x"] for b in utils.batches(shard, batch_size, device, ("x",))))
+    utils.average_batchnorm_across_ranks(model)
+    total = torch.tensor([seen], dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return int(total.item())
