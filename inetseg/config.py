@@ -122,6 +122,7 @@ class ClassifierConfig:
     fold: int = -1  # the fold left out (0..folds-1)
     init_from: str = ""  # a classifier folder of this pipeline whose weights start training ('' = random init)
     bn_recalibrate_images: int = 8192  # after the last epoch, BatchNorm statistics recomputed on this many (0 = off)
+    cache_decoded: str = "auto"  # decode once, keep pixels in the object store across epochs: on | off | auto (fits in 1/4)
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
@@ -466,7 +467,9 @@ def validate(obj: Any, prefix: str = "") -> None:
         _check(obj.batch_size >= 1, f"{p}batch_size must be >= 1")
         _check(obj.lr > 0, f"{p}lr must be > 0")
         _check(obj.input_size >= 32, f"{p}input_size must be >= 32")
+        _check(obj.bn_recalibrate_images >= 0, f"{p}bn_recalibrate_images must be >= 0")
         if isinstance(obj, ClassifierConfig):
+            _check(obj.cache_decoded in ("auto", "on", "off"), f"{p}cache_decoded must be auto, on or off")
             _check(0 < obj.width <= 2, f"{p}width must be in (0, 2]")
             _check(0 <= obj.holdout_fraction < 0.5, f"{p}holdout_fraction must be in [0, 0.5)")
             _check(obj.checkpoint_every_steps >= 0 and obj.checkpoint_every_epochs >= 1,

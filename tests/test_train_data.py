@@ -37,6 +37,16 @@ def test_classifier_batch_shapes_and_labels():
     assert np.allclose(x.numpy(), ref, atol=1e-6)
 
 
+def test_decoded_pixels_make_the_same_batch_as_jpeg_bytes():
+    from inetseg.train.data import decode_batch
+
+    rows = _rows()
+    decoded = decode_batch(rows)
+    assert decoded["image"][0].dtype == np.uint8 and decoded["image"][0].ndim == 3
+    assert np.array_equal(classifier_batch(decoded, 32, augment=False)["x"],
+                          classifier_batch(rows, 32, augment=False)["x"])
+
+
 def test_holdout_is_deterministic_and_disjoint():
     ids = [f"img{i}" for i in range(2000)]
     a, b = in_holdout(ids, 0.1), in_holdout(ids, 0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import ray
 
 from inetseg import config as C
@@ -11,7 +12,7 @@ from inetseg import filtering, shards, storage
 from inetseg.stages import training
 from inetseg.stages.common import run_stage, stage_fingerprint, usable_ids, usable_images
 from inetseg.train import classifier_loop
-from inetseg.train.data import classifier_batch
+from inetseg.train.data import classifier_batch, decode_batch
 
 log = logging.getLogger("inetseg")
 
@@ -32,6 +33,30 @@ def fold_rows(batch, folds: int, fold: int, keep: bool):
 
     in_fold = filtering.fold_of(batch.column("id").to_pylist(), folds) == fold
     return batch.filter(pa.array(in_fold if keep else ~in_fold))
+
+
+def decoded_bytes(images: str, folds: int = 0, fold: int = -1) -> int:
+    """Bytes the usable images of a table (outside fold `fold`) take decoded, from its height/width columns."""
+    t = shards.read_table(images, columns=["id", "height", "width"])
+    keep = set(usable_ids(images))
+    ids = t.column("id").to_pylist()
+    use = np.array([i in keep for i in ids], dtype=bool)
+    if folds > 1:
+        use &= filtering.fold_of(ids, folds) != fold
+    h = t.column("height").to_numpy(zero_copy_only=False).astype(np.int64)
+    w = t.column("width").to_numpy(zero_copy_only=False).astype(np.int64)
+    return int(3 * (h * w)[use].sum())
+
+
+def cache_decoded(mode: str, images: str, folds: int = 0, fold: int = -1) -> tuple[bool, int]:
+    """(keep decoded images in the object store?, their bytes): 'on', 'off', or 'auto' = when they take at
+    most a quarter of the cluster's object store (beyond that Ray would spill them to disk, slower than JPEG)."""
+    if mode == "off":
+        return False, 0
+    nbytes = decoded_bytes(images, folds, fold)
+    if mode == "on":
+        return True, nbytes
+    return nbytes <= ray.cluster_resources().get("object_store_memory", 0) / 4, nbytes
 
 
 def classes_of(images: str) -> list[str]:
@@ -58,6 +83,7 @@ def check_init(init_from: str, classes: list[str], width: float) -> None:
 def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
     """Train on cfg.images, write cfg.out/model.pt + meta.json; returns the stage marker."""
     shards.require(cfg.images, "image shards")
+    C.validate(cfg)
     classes = classes_of(cfg.images)
     if cfg.init_from:
         check_init(cfg.init_from, classes, cfg.width)
@@ -69,6 +95,10 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
         if n_ok == 0:
             raise ValueError(f"no usable images in {cfg.images}")
         ds = image_dataset(cfg.images, cfg.folds, cfg.fold)
+        cached, nbytes = cache_decoded(cfg.cache_decoded, cfg.images, cfg.folds, cfg.fold)
+        if cached:  # every epoch re-runs the pipeline: decode once, and epochs only crop and flip
+            log.info("classifier: caching %.0f MiB of decoded images in the object store", nbytes / 2**20)
+            ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=64).materialize()
         n_used = n_ok
         if cfg.folds > 1:  # exact count of the rows outside the left-out fold
             n_used = int((filtering.fold_of(usable_ids(cfg.images), cfg.folds) != cfg.fold).sum())
@@ -94,7 +124,8 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
                               cfg.checkpoints_to_keep)
         meta = training.export_model(result, cfg.out)
         history = training.history(result, meta)
-        return {"classes": classes, "images": int(n_used), "init_from": cfg.init_from, "seconds": time.time() - t0,
+        return {"classes": classes, "images": int(n_used), "init_from": cfg.init_from,
+                "cached_decoded": cached, "seconds": time.time() - t0,
                 "metrics": meta["metrics"], "history": history}
 
     return run_stage("classifier", cfg.out, fp, resume, body)

@@ -66,6 +66,19 @@ def augment_images(images: list[np.ndarray], input_size: int, augment: bool,
     return to_chw_uint8(np.stack(xs))
 
 
+def decode_batch(batch: dict) -> dict:
+    """Rows of the IMAGES table -> the same rows with 'image' decoded to H x W x 3 uint8 (for caching:
+    an epoch then starts from pixels instead of JPEG)."""
+    images = np.empty(len(batch["image"]), dtype=object)
+    images[:] = [imaging.decode_rgb(d) for d in batch["image"]]
+    return {"id": batch["id"], "label": batch["label"], "image": images}
+
+
+def _rgb(data) -> np.ndarray:
+    """An image cell: JPEG bytes, or pixels already decoded by `decode_batch`."""
+    return data if isinstance(data, np.ndarray) else imaging.decode_rgb(data)
+
+
 def classifier_batch(batch: dict, input_size: int, augment: bool, holdout: float = 0.0,
                      want_holdout: bool = False) -> dict:
     """Rows of the IMAGES table -> {'x': N x 3 x S x S uint8, 'y': N int64 (0-based class)}.
@@ -73,7 +86,7 @@ def classifier_batch(batch: dict, input_size: int, augment: bool, holdout: float
     Keeps only the rows on the requested side of the holdout split.
     """
     keep = in_holdout(batch["id"], holdout) == want_holdout
-    images = [imaging.decode_rgb(d) for d, k in zip(batch["image"], keep) if k]
+    images = [_rgb(d) for d, k in zip(batch["image"], keep) if k]
     ys = [int(label) - 1 for label, k in zip(batch["label"], keep) if k]
     return {"x": augment_images(images, input_size, augment), "y": np.asarray(ys, dtype=np.int64)}
 

@@ -1,0 +1,48 @@
+"""The classifier stage on one worker: decoded-image caching across epochs, precise BatchNorm, bad keys."""
+import pytest
+from conftest import ingested_corpus
+
+from inetseg import config as C
+from inetseg.stages import classifier
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def images(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("clf")
+    return root, ingested_corpus(root, 3, 12)
+
+
+def _cfg(root, images, name, **kw):
+    base = {"images": images, "out": str(root / name), "width": 0.25, "input_size": 64, "epochs": 2,
+            "batch_size": 8, "holdout_fraction": 0.1, "compute": {"cpus_per_worker": 1}}
+    return C.from_dict(C.ClassifierConfig, C.deep_merge(base, kw))
+
+
+def test_cached_and_streamed_training_both_run_and_recalibrate(images):
+    root, imgs = images
+    on = classifier.run(_cfg(root, imgs, "on", cache_decoded="on"))
+    off = classifier.run(_cfg(root, imgs, "off", cache_decoded="off"))
+    assert on["cached_decoded"] is True and off["cached_decoded"] is False
+    for meta in (on, off):
+        epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
+        assert len(epochs) == 2
+        assert epochs[-1]["bn_recalibrated_images"] == meta["images"] - epochs[-1]["val_images"]
+        assert "bn_recalibrated_images" not in epochs[0]  # only the final weights are recalibrated
+        assert (root / ("on" if meta is on else "off") / "model.pt").exists()
+
+
+def test_auto_caches_what_fits_and_counts_decoded_bytes(images):
+    root, imgs = images
+    cached, nbytes = classifier.cache_decoded("auto", imgs)
+    assert cached and nbytes == 36 * 64 * 64 * 3  # 36 images of 64 x 64 (ingest.max_side=64)
+    assert classifier.cache_decoded("off", imgs) == (False, 0)
+    _, fold_bytes = classifier.cache_decoded("on", imgs, folds=3, fold=0)
+    assert 0 < fold_bytes < nbytes
+
+
+def test_unknown_cache_mode_is_a_one_line_config_error(images):
+    root, imgs = images
+    with pytest.raises(C.ConfigError, match="cache_decoded must be auto, on or off"):
+        _cfg(root, imgs, "bad", cache_decoded="sometimes")
