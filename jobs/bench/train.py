@@ -106,6 +106,8 @@ def main() -> int:
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--cache-decoded", default="auto", choices=["auto", "on", "off"],
+                    help="classifier.cache_decoded for the Ray runs (off: every epoch decodes the JPEGs again)")
     ap.add_argument("--repeats", type=int, default=3, help="baseline/Ray pairs run back to back (median reported)")
     args = ap.parse_args()
 
@@ -120,9 +122,10 @@ def main() -> int:
     images = storage.join(args.run, "images")
     ingest.run(C.IngestConfig(source=storage.join(corpus, "search"), out=images, max_side=128), progress=False)
     cfg = C.ClassifierConfig(width=args.width, input_size=args.input_size, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=0.03, lr_decay_steps=10_000, holdout_fraction=0.0)
+                             batch_size=args.batch_size, lr=0.03, lr_decay_steps=10_000, holdout_fraction=0.0,
+                             cache_decoded=args.cache_decoded)
     result: dict = {"images": args.images, "epochs": args.epochs, "input_size": args.input_size, "width": args.width,
-                    "batch_size": args.batch_size, "cpus": args.cpus}
+                    "batch_size": args.batch_size, "cpus": args.cpus, "cache_decoded": args.cache_decoded}
     # The machine is shared and its background load drifts by +-15 % within minutes, so each Ray run is
     # paired with its baseline run just before it, pairs repeat, and ratios are taken pair by pair.
     pairs, pairs_1t = [], []
