@@ -215,6 +215,7 @@ class CRFConfig:
     bilateral_sxy: float = 50.0  # appearance kernel width (pixels)
     bilateral_srgb: float = 13.0  # appearance kernel colour width
     bilateral_compat: float = 4.0
+    reference_side: int = 500  # the sxy widths are for images this long; scaled to each image (0 = pixels as given)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
 
@@ -488,5 +489,6 @@ def validate(obj: Any, prefix: str = "") -> None:
                f"{p}need 0 <= delta_background <= delta_object <= 1")
     elif isinstance(obj, CRFConfig):
         _check(obj.iterations >= 1, f"{p}iterations must be >= 1")
+        _check(obj.reference_side >= 0, f"{p}reference_side must be >= 0")
     elif isinstance(obj, PipelineConfig):
         _check(obj.num_cpus >= 0, f"{p}num_cpus must be >= 0")

@@ -63,3 +63,34 @@ def test_viz():
     g = viz.grid([[col, col], [col, col]], ["a", "b"], cell=16)
     assert g.shape[2] == 3 and g.shape[1] == 2 * 16 + 3 * 2
     assert viz.encode_png(g)[:4] == b"\x89PNG"
+
+
+def test_crf_kernel_widths_follow_the_image_size():
+    from inetseg.crf import kernel_widths
+
+    cfg = CRFConfig()  # DeepLab's widths for ~500 px images
+    assert kernel_widths(375, 500, cfg) == (3.0, 50.0)
+    assert kernel_widths(128, 100, cfg) == pytest.approx((1.0, 12.8))  # never below a pixel
+    assert kernel_widths(128, 100, CRFConfig(reference_side=0)) == (3.0, 50.0)
+
+
+def _small_object(side=128, obj=8):
+    """A small coloured square the network found with middling confidence, on a varied background."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(60, 140, (side, side, 3)).astype(np.uint8)
+    truth = np.zeros((side, side), np.uint8)
+    y0 = side // 3
+    truth[y0:y0 + obj, y0:y0 + obj] = 1
+    img[truth == 1] = (220, 40, 40)
+    p1 = np.where(truth == 1, 0.62, 0.08) + rng.normal(0, 0.05, truth.shape)
+    p1 = np.clip(p1, 0.01, 0.99)
+    return img, truth, np.stack([1 - p1, p1]).astype(np.float32)
+
+
+def test_scaled_crf_keeps_a_small_object_that_unscaled_kernels_erase():
+    img, truth, probs = _small_object()
+    iou = lambda pred: ((pred == 1) & (truth == 1)).sum() / ((pred == 1) | (truth == 1)).sum()  # noqa: E731
+    scaled = iou(crf_labels(img, probs, CRFConfig()))
+    unscaled = iou(crf_labels(img, probs, CRFConfig(reference_side=0)))
+    assert scaled > 0.8, (scaled, unscaled)
+    assert unscaled < scaled, (scaled, unscaled)
