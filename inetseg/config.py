@@ -122,7 +122,8 @@ class ClassifierConfig:
     fold: int = -1  # the fold left out (0..folds-1)
     init_from: str = ""  # a classifier folder of this pipeline whose weights start training ('' = random init)
     bn_recalibrate_images: int = 8192  # after the last epoch, BatchNorm statistics recomputed on this many (0 = off)
-    cache_decoded: str = "auto"  # decode once, keep pixels in the object store across epochs: on | off | auto (fits in 1/4)
+    # decode once and keep the pixels in the object store across epochs: on | off | auto (if they fit in 1/4 of it)
+    cache_decoded: str = "auto"
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 

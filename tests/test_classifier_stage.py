@@ -28,7 +28,9 @@ def test_cached_and_streamed_training_both_run_and_recalibrate(images):
     for meta in (on, off):
         epochs = [h for h in meta["history"] if not h.get("mid_epoch")]
         assert len(epochs) == 2
-        assert epochs[-1]["bn_recalibrated_images"] == meta["images"] - epochs[-1]["val_images"]
+        # every training image once (a last batch of a single image has no variance and is skipped)
+        train_images = meta["images"] - epochs[-1]["val_images"]
+        assert train_images - 1 <= epochs[-1]["bn_recalibrated_images"] <= train_images, epochs[-1]
         assert "bn_recalibrated_images" not in epochs[0]  # only the final weights are recalibrated
         assert (root / ("on" if meta is on else "off") / "model.pt").exists()
 

@@ -87,19 +87,8 @@ def train_loop_per_worker(config: dict) -> None:
                    "lr": scheduler.get_last_lr()[0], "resumed_step": resumed_step, "mid_epoch": 0,
                    "world_size": ctx.get_world_size(), "num_nodes": num_nodes}
         if last and config.get("bn_recalibrate_images", 0) > 0:
-            metrics["bn_recalibrated_images"] = recalibrate(model, per_worker, device)
+            metrics["bn_recalibrated_images"] = session.recalibrate(model, per_worker, device,
+                                                                    lambda b: to_input(b["x"]))
         metrics.update(evaluate(model, val_shard, per_worker, device))
         session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step, last=last)
 
-
-def recalibrate(model: torch.nn.Module, batch_size: int, device: torch.device) -> int:
-    """Precise BatchNorm statistics for the final weights from the 'bn' dataset (training images, not
-    augmented, as the filter and the attention see them), averaged over the ranks; returns images used."""
-    shard = ray.train.get_dataset_shard("bn")
-    inputs = (to_input(b["x"]) for b in utils.batches(shard, batch_size, device, ("x",)))
-    seen = utils.recalibrate_batchnorm(model, inputs)
-    utils.average_batchnorm_across_ranks(model)
-    total = torch.tensor([seen], dtype=torch.float64, device=device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(total)
-    return int(total.item())

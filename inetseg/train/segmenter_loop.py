@@ -73,20 +73,9 @@ def train_loop_per_worker(config: dict) -> None:
                    "lr": scheduler.get_last_lr()[0]}
         last = epoch == config["epochs"] - 1 or step >= total_steps
         if last and config.get("bn_recalibrate_images", 0) > 0:
-            metrics["bn_recalibrated_images"] = recalibrate(model, per_worker, device)
+            metrics["bn_recalibrated_images"] = session.recalibrate(model, per_worker, device, lambda b: b["x"])
         meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
                 "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],
                 "input_size": config["input_size"]}
         session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step, last=last)
 
-
-def recalibrate(model: torch.nn.Module, batch_size: int, device: torch.device) -> int:
-    """Precise BatchNorm statistics for the final weights from the 'bn' dataset (pseudo-labelled images,
-    not augmented, as prediction sees them), averaged over the ranks; returns images used."""
-    shard = ray.train.get_dataset_shard("bn")
-    seen = utils.recalibrate_batchnorm(model, (b["x"] for b in utils.batches(shard, batch_size, device, ("x",))))
-    utils.average_batchnorm_across_ranks(model)
-    total = torch.tensor([seen], dtype=torch.float64, device=device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(total)
-    return int(total.item())

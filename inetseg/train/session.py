@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import ray.train
 import torch
@@ -74,3 +74,16 @@ def report_epoch(metrics: dict, config: dict, meta: dict, model: torch.nn.Module
     ray.train.report(metrics, checkpoint=checkpoint)
     if checkpoint is not None and os.path.isdir(checkpoint.path):  # persisted by now: drop the temp copy
         shutil.rmtree(checkpoint.path, ignore_errors=True)
+
+
+def recalibrate(model: torch.nn.Module, batch_size: int, device: torch.device,
+                net_input: Callable[[dict], torch.Tensor]) -> int:
+    """Precise BatchNorm statistics for the final weights from the 'bn' dataset (training images as
+    inference sees them: whole, resized, not augmented), averaged over the ranks; returns images used."""
+    shard = ray.train.get_dataset_shard("bn")
+    seen = utils.recalibrate_batchnorm(model, (net_input(b) for b in utils.batches(shard, batch_size, device, ("x",))))
+    utils.average_batchnorm_across_ranks(model)
+    total = torch.tensor([seen], dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return int(total.item())
