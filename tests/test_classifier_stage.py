@@ -48,3 +48,10 @@ def test_unknown_cache_mode_is_a_one_line_config_error(images):
     root, imgs = images
     with pytest.raises(C.ConfigError, match="cache_decoded must be auto, on or off"):
         _cfg(root, imgs, "bad", cache_decoded="sometimes")
+
+
+def test_no_holdout_trains_without_a_validation_pass(images):
+    root, imgs = images
+    meta = classifier.run(_cfg(root, imgs, "noval", holdout_fraction=0.0, epochs=1))
+    last = [h for h in meta["history"] if not h.get("mid_epoch")][-1]
+    assert "val_acc" not in last and meta["images"] - 1 <= last["bn_recalibrated_images"] <= meta["images"]

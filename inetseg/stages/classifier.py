@@ -108,7 +108,9 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
         val = ds.map_batches(classifier_batch, batch_format="numpy", batch_size=64,
                              fn_kwargs={"input_size": cfg.input_size, "augment": False,
                                         "holdout": cfg.holdout_fraction, "want_holdout": True})
-        datasets = {"train": train, "val": val}
+        datasets = {"train": train}
+        if cfg.holdout_fraction > 0:  # without a held-out slice every val batch would be empty
+            datasets["val"] = val
         if cfg.bn_recalibrate_images > 0:  # training images as inference sees them: whole, resized, no flip
             datasets["bn"] = ds.limit(cfg.bn_recalibrate_images).map_batches(
                 classifier_batch, batch_format="numpy", batch_size=64,

@@ -54,7 +54,7 @@ def train_loop_per_worker(config: dict) -> None:
     steps_per_epoch, drop_last = utils.steps_per_epoch(config["n_train"], config["batch_size"], ctx.get_world_size())
     total_steps = min(config["max_steps"], config["epochs"] * steps_per_epoch)
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    val_shard = ray.train.get_dataset_shard("val") if config["holdout_fraction"] > 0 else None
 
     model.train()
     for epoch in range(start_epoch, config["epochs"]):
@@ -89,6 +89,7 @@ def train_loop_per_worker(config: dict) -> None:
         if last and config.get("bn_recalibrate_images", 0) > 0:
             metrics["bn_recalibrated_images"] = session.recalibrate(model, per_worker, device,
                                                                     lambda b: to_input(b["x"]))
-        metrics.update(evaluate(model, val_shard, per_worker, device))
+        if val_shard is not None:
+            metrics.update(evaluate(model, val_shard, per_worker, device))
         session.report_epoch(metrics, config, meta, model, optimizer, scheduler, epoch, step, last=last)
 
