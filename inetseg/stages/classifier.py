@@ -10,7 +10,7 @@ import ray
 from inetseg import config as C
 from inetseg import filtering, shards, storage
 from inetseg.stages import training
-from inetseg.stages.common import run_stage, stage_fingerprint, usable_ids, usable_images
+from inetseg.stages.common import run_stage, stage_fingerprint, usable_images, usable_rows
 from inetseg.train import classifier_loop
 from inetseg.train.data import classifier_batch, decode_batch
 
@@ -35,38 +35,29 @@ def fold_rows(batch, folds: int, fold: int, keep: bool):
     return batch.filter(pa.array(in_fold if keep else ~in_fold))
 
 
-def decoded_bytes(images: str, folds: int = 0, fold: int = -1) -> int:
-    """Bytes the usable images of a table (outside fold `fold`) take decoded, from its height/width columns."""
-    t = shards.read_table(images, columns=["id", "height", "width"])
-    keep = set(usable_ids(images))
-    ids = t.column("id").to_pylist()
-    use = np.array([i in keep for i in ids], dtype=bool)
+def training_rows(images: str, folds: int = 0, fold: int = -1) -> tuple[int, int]:
+    """(images a run trains on, the bytes they take decoded, H x W x 3): the usable rows outside the
+    left-out fold, from one driver-side read of the table's id/height/width columns."""
+    t = usable_rows(images, ["id", "height", "width"])
+    use = np.ones(t.num_rows, dtype=bool)
     if folds > 1:
-        use &= filtering.fold_of(ids, folds) != fold
-    h = t.column("height").to_numpy(zero_copy_only=False).astype(np.int64)
-    w = t.column("width").to_numpy(zero_copy_only=False).astype(np.int64)
-    return int(3 * (h * w)[use].sum())
+        use = filtering.fold_of(t.column("id").to_pylist(), folds) != fold
+    pixels = t.column("height").to_numpy(zero_copy_only=False).astype(np.int64) * \
+        t.column("width").to_numpy(zero_copy_only=False).astype(np.int64)
+    return int(use.sum()), int(3 * pixels[use].sum())
 
 
-def cache_decoded(mode: str, images: str, folds: int = 0, fold: int = -1) -> tuple[bool, int]:
-    """(keep decoded images in the object store?, their bytes): 'on', 'off', or 'auto' = when they take at
-    most a quarter of the cluster's object store (beyond that Ray would spill them to disk, slower than JPEG)."""
-    if mode == "off":
-        return False, 0
-    nbytes = decoded_bytes(images, folds, fold)
-    if mode == "on":
-        return True, nbytes
-    return nbytes <= ray.cluster_resources().get("object_store_memory", 0) / 4, nbytes
+def cache_decoded(mode: str, nbytes: int) -> bool:
+    """Keep decoded images in the object store? 'on', 'off', or 'auto' = when they take at most a quarter
+    of the cluster's object store (beyond that Ray would spill them to disk, slower than decoding JPEG)."""
+    if mode != "auto":
+        return mode == "on"
+    return nbytes <= ray.cluster_resources().get("object_store_memory", 0) / 4
 
 
 def classes_of(images: str) -> list[str]:
     """The class list an image table was made with (label i = classes[i-1])."""
     return list(shards.read_marker(images)["classes"])
-
-
-def count_ok(images: str) -> int:
-    """Number of usable images (ok and not set aside as a duplicate), from the table's marker."""
-    return int(shards.read_marker(images)["ok"])
 
 
 def check_init(init_from: str, classes: list[str], width: float) -> None:
@@ -91,17 +82,14 @@ def run(cfg: C.ClassifierConfig, resume: bool = True) -> dict:
 
     def body() -> dict:
         t0 = time.time()
-        n_ok = count_ok(cfg.images)
-        if n_ok == 0:
+        n_used, nbytes = training_rows(cfg.images, cfg.folds, cfg.fold)
+        if n_used == 0:
             raise ValueError(f"no usable images in {cfg.images}")
         ds = image_dataset(cfg.images, cfg.folds, cfg.fold)
-        cached, nbytes = cache_decoded(cfg.cache_decoded, cfg.images, cfg.folds, cfg.fold)
+        cached = cache_decoded(cfg.cache_decoded, nbytes)
         if cached:  # every epoch re-runs the pipeline: decode once, and epochs only crop and flip
             log.info("classifier: caching %.0f MiB of decoded images in the object store", nbytes / 2**20)
             ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=64).materialize()
-        n_used = n_ok
-        if cfg.folds > 1:  # exact count of the rows outside the left-out fold
-            n_used = int((filtering.fold_of(usable_ids(cfg.images), cfg.folds) != cfg.fold).sum())
         train = ds.randomize_block_order().map_batches(classifier_batch, batch_format="numpy", batch_size=64,
                                fn_kwargs={"input_size": cfg.input_size, "augment": True,
                                           "holdout": cfg.holdout_fraction, "want_holdout": False})

@@ -80,17 +80,22 @@ def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:
     return ds.select_columns(columns) if set(cols) != set(columns) else ds
 
 
-def usable_ids(images: str) -> list[str]:
-    """The ids usable_images would yield, read on the driver from the id/status columns only."""
+def usable_rows(images: str, columns: list[str]) -> pa.Table:
+    """The rows usable_images would yield, read on the driver with only `columns` (plus id and status)."""
     import pyarrow.compute as pc
 
-    t = shards.read_table(images, columns=["id", "status"])
-    ids = pc.filter(t.column("id"), pc.equal(t.column("status"), "ok"))
+    t = shards.read_table(images, columns=list(dict.fromkeys(["id", "status", *columns])))
+    t = t.filter(pc.equal(t.column("status"), "ok"))
     dup_file = storage.join(images, "_dedupe", "part-00000.parquet")
     if storage.exists(dup_file):
         dups = shards.read_table_file(dup_file).column("id")
-        ids = pc.filter(ids, pc.invert(pc.is_in(ids, value_set=dups)))
-    return ids.to_pylist()
+        t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=dups)))
+    return t.select(columns)
+
+
+def usable_ids(images: str) -> list[str]:
+    """The ids usable_images would yield (read on the driver from the id/status columns only)."""
+    return usable_rows(images, ["id"]).column("id").to_pylist()
 
 
 _ID_SETS: dict[str, Any] = {}
