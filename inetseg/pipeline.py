@@ -1,6 +1,7 @@
 """The whole run: corpus -> ingest -> filter rounds -> classifier -> attention -> segmenter -> predict -> CRF -> mIoU."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -54,7 +55,7 @@ def resolve_paths(cfg: C.PipelineConfig) -> C.PipelineConfig:
 def load_config(preset: str = "demo", config_file: str | None = None,
                 overrides: list[str] | None = None) -> C.PipelineConfig:
     """preset <- YAML file <- key=value overrides, validated, with every path resolved."""
-    from inetseg.presets import PRESETS
+    from inetseg.presets import PRESETS, SYNTH_PRESETS
 
     if preset not in PRESETS:
         raise C.ConfigError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
@@ -62,7 +63,44 @@ def load_config(preset: str = "demo", config_file: str | None = None,
     if config_file:
         data = C.deep_merge(data, C.read_yaml(config_file))
     data = C.deep_merge(data, C.parse_overrides(overrides or []))
-    return resolve_paths(C.from_dict(C.PipelineConfig, data))
+    cfg = C.from_dict(C.PipelineConfig, data)
+    if not cfg.source:
+        raise C.ConfigError(f"preset '{preset}' needs a real source: source=DIR (a folder per tag, a crawl "
+                            "folder or its manifest.parquet), and test=DIR to score the run")
+    if cfg.source == "synth" and preset not in SYNTH_PRESETS:
+        # The synthetic corpus renders image by image on the driver: fine for the demo's 1500, not for
+        # a crawl-sized run.
+        raise C.ConfigError(f"preset '{preset}' is for real photos: give source=DIR (a folder per tag, a "
+                            "crawl folder or manifest.parquet); the synthetic corpus is for --preset demo")
+    return resolve_paths(cfg)
+
+
+def check_sources(cfg: C.PipelineConfig) -> list[str]:
+    """Fail before any training on a real source the run cannot use; returns the run's classes.
+
+    The source must list its classes (folder per tag, or a crawl manifest); a test folder, when given,
+    must hold image/mask pairs and a classes.json whose names are the run's classes in the same order
+    (mask ids 1..K are positions in that list, so a different order would score the wrong classes).
+    """
+    from inetseg.stages import ingest
+
+    _, classes = ingest.list_source(cfg.ingest.source, list(cfg.ingest.classes))
+    if not cfg.test:
+        log.warning("no test set (test=DIR): the run goes as far as the segmenter and scores nothing; "
+                    "segment photos afterwards with `inetseg segment model=%s images=DIR out=DIR`",
+                    cfg.segmenter.out)
+        return classes
+    ingest.test_items(cfg.test)  # raises on a missing folder or no image/mask pairs
+    listed = storage.join(cfg.test, "classes.json")
+    if not storage.exists(listed):
+        raise FileNotFoundError(f"test folder {cfg.test} has no classes.json naming its mask ids "
+                                f"(expected {json.dumps(classes)})")
+    test_classes = storage.read_json(listed)
+    test_classes = list(test_classes["classes"] if isinstance(test_classes, dict) else test_classes)
+    if test_classes != classes:
+        raise C.ConfigError(f"test folder classes {test_classes} differ from the source's classes {classes}; "
+                            "set ingest.classes=... in the test folder's order, or fix its classes.json")
+    return classes
 
 
 class _Timer:
@@ -87,6 +125,8 @@ def run(cfg: C.PipelineConfig) -> dict:
     from inetseg.stages import attention, classifier, common, crf, evaluate, filter, ingest, predict, segmenter
     from inetseg.tracking import Tracker
 
+    if cfg.source != "synth":
+        check_sources(cfg)  # before the run starts: a bad source or test folder costs no training
     storage.makedirs(cfg.out)
     storage.write_text(storage.join(cfg.out, "config.yaml"), C.dump_yaml(cfg))
     local_out = cfg.out if not storage.is_uri(cfg.out) else os.path.abspath("inetseg-mlflow")
@@ -134,6 +174,9 @@ def run(cfg: C.PipelineConfig) -> dict:
             for i, row in enumerate(meta.get("history", [])):
                 st.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=i)
             st.log_json("summary.json", meta)
+        if not cfg.test:
+            summary = build_summary(None, None, None, counts, timer.seconds, run_id, classes)
+            return _finish(cfg, tracker, summary, None)
         with tracker.stage("predict", C.flatten(C.to_dict(cfg.predict))) as st:
             meta = timer.run("predict", lambda: predict.run(cfg.predict, cfg.resume))
             counts["test_images"] = meta["images"]
@@ -155,21 +198,29 @@ def run(cfg: C.PipelineConfig) -> dict:
             storage.write_bytes(storage.join(cfg.out, "grid.png"), grid)
             summary = build_summary(result, pseudo_q, filter_q, counts, timer.seconds, run_id, classes)
             st.log_metrics({"miou": summary["miou"], "baseline_miou": summary["baseline_miou"]})
-        storage.write_json(storage.join(cfg.out, "summary.json"), summary)
-        tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
-        tracker.log_json("summary.json", summary)
-        tracker.log_artifact_bytes("grid.png", grid)
-        tracker.log_text("config.yaml", C.dump_yaml(cfg))
-        tracker.end("FINISHED")
+        return _finish(cfg, tracker, summary, grid)
     except BaseException:
         tracker.end("FAILED")
         raise
+
+
+def _finish(cfg: C.PipelineConfig, tracker: Any, summary: dict, grid: bytes | None) -> dict:
+    """Write summary.json and close the parent MLflow run with the summary, config and picture."""
+    storage.write_json(storage.join(cfg.out, "summary.json"), summary)
+    tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+    tracker.log_json("summary.json", summary)
+    if grid is not None:
+        tracker.log_artifact_bytes("grid.png", grid)
+    tracker.log_text("config.yaml", C.dump_yaml(cfg))
+    tracker.end("FINISHED")
     return summary
 
 
-def build_summary(result: dict, pseudo_q: dict | None, filter_q: dict | None, counts: dict,
+def build_summary(result: dict | None, pseudo_q: dict | None, filter_q: dict | None, counts: dict,
                   seconds: dict, run_id: str, classes: list[str]) -> dict:
-    """The summary.json users and CI read."""
+    """The summary.json users and CI read; `result` None = no test set, nothing scored."""
+    if result is None:
+        result = {"miou": None, "per_class_iou": {}, "pixel_accuracy": None, "baseline": {"miou": None}}
     return {
         "miou": result["miou"],
         "per_class_iou": result["per_class_iou"],
@@ -193,11 +244,13 @@ def format_table(summary: dict) -> str:
     def pct(v: float | None) -> str:
         return "   n/a" if v is None else f"{100 * v:6.1f}"
 
-    lines = ["", "inetseg run summary", "-" * 44,
-             f"{'mIoU (CRF)':<28}{pct(summary['miou'])} %",
-             f"{'mIoU (no CRF)':<28}{pct(summary['miou_no_crf'])} %",
-             f"{'all-background baseline':<28}{pct(summary['baseline_miou'])} %",
-             f"{'pseudo-label mIoU':<28}{pct(summary['pseudo_label_miou'])} %", "-" * 44]
+    lines = ["", "inetseg run summary", "-" * 44]
+    if summary["miou"] is None:
+        lines.append("nothing scored: the run had no test set (test=DIR)")
+    lines += [f"{'mIoU (CRF)':<28}{pct(summary['miou'])} %",
+              f"{'mIoU (no CRF)':<28}{pct(summary['miou_no_crf'])} %",
+              f"{'all-background baseline':<28}{pct(summary['baseline_miou'])} %",
+              f"{'pseudo-label mIoU':<28}{pct(summary['pseudo_label_miou'])} %", "-" * 44]
     for name, iou in summary["per_class_iou"].items():
         lines.append(f"  {name:<26}{pct(iou)} %")
     lines.append("-" * 44)

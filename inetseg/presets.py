@@ -1,9 +1,10 @@
 """Named starting points for a pipeline config: `demo` (offline, minutes on a laptop) and `paper`."""
 from __future__ import annotations
 
-# The paper's settings are the dataclass defaults; `paper` only adds the crawl-scale corpus size.
+# The paper's settings are the dataclass defaults; `paper` adds GPU compute and needs a real source
+# (`source=` a crawl folder or a folder per tag): the synthetic corpus renders on the driver and is for demos.
 PAPER: dict = {
-    "synth": {"num_classes": 20, "images_per_class": 48000, "image_size": 256},
+    "source": "",
     "classifier": {"compute": {"num_workers": 4, "use_gpu": True, "num_actors": 4,
                                "inference_batch_size": 256}},
     "filter": {"compute": {"use_gpu": True, "num_actors": 4, "inference_batch_size": 256},
@@ -35,4 +36,11 @@ DEMO: dict = {
     "crf": {"compute": _CPU},
 }
 
-PRESETS = {"demo": DEMO, "paper": PAPER, "none": {}}
+# Real photos on a laptop: the demo's small nets and schedules on a folder per tag (`source=DIR`,
+# `test=DIR` with images/, masks/, classes.json). What differs from the demo, and why, is measured by
+# jobs/bench/real.py on ../shared/data/real-dev (README: "Your own photos").
+REAL: dict = {k: v for k, v in DEMO.items() if k != "synth"}
+REAL.update({"out": "runs/real", "source": ""})
+
+PRESETS = {"demo": DEMO, "real": REAL, "paper": PAPER, "none": {}}
+SYNTH_PRESETS = ("demo", "none")  # presets that may run on the synthetic corpus (source=synth)

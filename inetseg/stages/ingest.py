@@ -353,8 +353,10 @@ def _process_test(batch: dict) -> pa.Table:
     return pa.Table.from_pydict(rows, schema=schema.TEST)
 
 
-def ingest_test(test_dir: str, out: str, classes: list[str], resume: bool = True) -> dict:
-    """A folder with images/ and masks/ (same stems, masks hold class ids) -> the TEST table."""
+def test_items(test_dir: str) -> list[dict]:
+    """The image/mask pairs of a test folder (images/ and masks/, same stems); raises if there are none."""
+    if not storage.exists(test_dir):
+        raise FileNotFoundError(f"test folder not found: {test_dir}")
     img_dir, mask_dir = storage.join(test_dir, "images"), storage.join(test_dir, "masks")
     if not storage.is_dir(img_dir) or not storage.is_dir(mask_dir):
         raise FileNotFoundError(f"test folder {test_dir} needs images/ and masks/ sub-folders")
@@ -365,7 +367,13 @@ def ingest_test(test_dir: str, out: str, classes: list[str], resume: bool = True
         if stem in masks:
             items.append({"image_path": p, "mask_path": masks[stem]})
     if not items:
-        raise FileNotFoundError(f"test folder {test_dir} has no image/mask pairs")
+        raise FileNotFoundError(f"test folder {test_dir} has no image/mask pairs (same file stems)")
+    return items
+
+
+def ingest_test(test_dir: str, out: str, classes: list[str], resume: bool = True) -> dict:
+    """A folder with images/ and masks/ (same stems, masks hold class ids) -> the TEST table."""
+    items = test_items(test_dir)
 
     def body() -> dict:
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(32, len(items) // 16)))
