@@ -145,6 +145,24 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+PAD_VALUE = 128  # grey that letterboxed images are padded with (0 after normalisation)
+
+
+def letterbox(img: np.ndarray, size: int, pad_value: int = PAD_VALUE,
+              interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize so the longer side is `size` (aspect kept), pad bottom/right to size x size.
+
+    Returns the padded array and the (height, width) of the image inside it. This is how the
+    segmenter sees whole images (training pads its crops the same way), so a 4:3 photo is not squashed.
+    """
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(img, (nw, nh), interpolation=interpolation)
+    pad = [(0, size - nh), (0, size - nw)] + [(0, 0)] * (img.ndim - 2)
+    return np.pad(small, pad, constant_values=pad_value), (nh, nw)
+
+
 def resize_labels(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize a label map with nearest neighbour, so no invented class ids appear."""
     return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)

@@ -108,7 +108,7 @@ def segmenter_batch(batch: dict, input_size: int, augment: bool) -> dict:
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
             ph, pw = max(0, input_size - h), max(0, input_size - w)
-            img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(imaging.PAD_VALUE,) * 3)
             mask = cv2.copyMakeBorder(mask, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=IGNORE)
             y0 = int(rng.integers(0, img.shape[0] - input_size + 1))
             x0 = int(rng.integers(0, img.shape[1] - input_size + 1))
@@ -116,9 +116,9 @@ def segmenter_batch(batch: dict, input_size: int, augment: bool) -> dict:
             mask = mask[y0:y0 + input_size, x0:x0 + input_size]
             if rng.random() < 0.5:
                 img, mask = img[:, ::-1], mask[:, ::-1]
-        else:
-            img = imaging.resize_square(img, input_size)
-            mask = imaging.resize_labels(mask, input_size, input_size)
+        else:  # whole, aspect kept and padded: as prediction sees an image
+            img, _ = imaging.letterbox(img, input_size)
+            mask, _ = imaging.letterbox(mask, input_size, IGNORE, cv2.INTER_NEAREST)
         xs.append(np.ascontiguousarray(img))
         ms.append(np.ascontiguousarray(mask))
     if not xs:
