@@ -20,8 +20,8 @@ def _batch_confusion(batch: dict, num_classes: int) -> dict:
     for gt_bytes, pred_bytes in zip(batch["gt"], batch["pred"]):
         if gt_bytes is None:  # unlabelled input: nothing to score
             continue
-        gt = imaging.decode_mask(gt_bytes)
-        pred = imaging.decode_mask(pred_bytes)
+        gt = masks.decode_mask(gt_bytes)
+        pred = masks.decode_mask(pred_bytes)
         cm += metrics.confusion_matrix(gt, pred, num_classes)
         base += metrics.confusion_matrix(gt, np.zeros_like(gt), num_classes)
     return {"cm": cm.reshape(1, -1), "base": base.reshape(1, -1)}
