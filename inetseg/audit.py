@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from inetseg import imaging, metrics, shards, storage
+from inetseg import imaging, masks, metrics, shards, storage
 from inetseg.stages.common import usable_ids
 from inetseg.stages.ingest import row_id
 
@@ -39,8 +39,8 @@ def pseudo_label_quality(pseudo: str, truth: dict[str, dict], classes: list[str]
         if pid not in truth:
             continue
         matched += 1
-        gt = imaging.decode_mask(truth[pid]["mask"])
-        pm = imaging.decode_mask(mbytes)
+        gt = masks.decode_mask(truth[pid]["mask"])
+        pm = masks.decode_mask(mbytes)
         if pm.shape != gt.shape:
             pm = imaging.resize_labels(pm, *gt.shape)
         cm += metrics.confusion_matrix(gt, pm, n)

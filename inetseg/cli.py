@@ -8,6 +8,8 @@ import sys
 import typing
 
 from inetseg import config as C
+from inetseg.evalsets import DataSetError
+from inetseg.masks import MaskError
 
 log = logging.getLogger("inetseg")
 
@@ -22,14 +24,34 @@ STAGE_HELP = {
     "segmenter": "train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
     "predict": "run the segmenter over a test table (test= model= out=)",
     "crf": "dense-CRF refinement of predictions (predictions= out=)",
-    "evaluate": "mIoU of predictions against their ground truth (predictions= out=)",
+    "evaluate": "mIoU of predictions against their ground truth (predictions= out=, or pred= gt= out=)",
 }
 
-REQUIRED = {
-    "synth": ("out",), "crawl": ("out", "tags"), "ingest": ("source", "out"), "classifier": ("images", "out"),
-    "filter": ("images", "out"), "attention": ("images", "model", "out"),
-    "segmenter": ("pseudo", "model", "out"), "predict": ("test", "model", "out"),
-    "crf": ("predictions", "out"), "evaluate": ("predictions", "out"),
+# Longer --help descriptions where one line cannot say how to use a stage.
+STAGE_DESCRIPTION = {
+    "evaluate": """mIoU of predictions against their ground truth, in one of two forms:
+
+  inetseg evaluate predictions=TABLE out=DIR
+      a predictions table made by `predict` or `crf` (the pipeline's own form)
+
+  inetseg evaluate pred=DIR gt=DIR_OR_VOC out=DIR [classes=a,b,c] [split=val] [others=background]
+      pred: predicted mask PNGs (palette or grey; 0 = background, 1..K = the run's classes, from
+            classes=... or a classes.json in pred or its parent), matched to gt by path without extension
+      gt:   a folder with masks/ (and images/), or a folder of masks, with an optional classes.json
+            (["cat", "dog"] = ids 1, 2; without one the ids are the run's), or a PASCAL VOC tree
+            (VOCdevkit, VOCdevkit/VOC2012; palette masks, 255 = void, split= picks the list)
+      Classes are matched by name; gt classes the run lacks count as background (others=background)
+      or are not scored (others=ignore). Every gt mask needs a prediction unless allow_missing=true.
+      Writes OUT/metrics.json (miou, per_class_iou, pixel_accuracy, confusion, images, classes) and
+      OUT/confusion.png.""",
+}
+
+# The keys each stage needs; a stage with several ways to run lists one tuple per way.
+REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "synth": (("out",),), "crawl": (("out", "tags"),), "ingest": (("source", "out"),),
+    "classifier": (("images", "out"),), "filter": (("images", "out"),), "attention": (("images", "model", "out"),),
+    "segmenter": (("pseudo", "model", "out"),), "predict": (("test", "model", "out"),),
+    "crf": (("predictions", "out"),), "evaluate": (("predictions", "out"), ("pred", "gt", "out")),
 }
 
 
@@ -72,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "garbage_rate", "oversized_rate"):
         ff.add_argument("--" + knob.replace("_", "-"), type=float, default=0.0, dest=knob)
     for name, text in STAGE_HELP.items():
-        sp = sub.add_parser(name, help=text, description=text,
+        sp = sub.add_parser(name, help=text, description=STAGE_DESCRIPTION.get(name, text),
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             epilog="keys (key=value):\n" + describe_fields(C.STAGE_CONFIGS[name]))
         sp.add_argument("--config", help="YAML file with this stage's keys (or a pipeline file: its "
@@ -109,18 +131,26 @@ def run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def required_keys(name: str, cfg: typing.Any) -> tuple[str, ...]:
+    """The first of the stage's ways to run whose keys are all set; else ConfigError naming what is missing."""
+    missing = []
+    for keys in REQUIRED[name]:
+        lacking = [k for k in keys if not getattr(cfg, k)]
+        if not lacking:
+            return keys
+        missing.append(", ".join(k + "=..." for k in lacking))
+    raise C.ConfigError(f"{name} needs {' or '.join(missing)}")
+
+
 def run_stage(args: argparse.Namespace) -> int:
     """One stage on its own: its config from --config/key=value, Ray started as asked."""
     import json
 
     name = args.command
     cfg = C.load(C.STAGE_CONFIGS[name], args.config, args.overrides, section=name)
-    missing = [k for k in REQUIRED[name] if not getattr(cfg, k)]
-    if missing:
-        raise C.ConfigError(f"{name} needs {', '.join(k + '=...' for k in missing)}")
     from inetseg import storage
 
-    for key in REQUIRED[name]:  # fail on a missing input before paying for a Ray start
+    for key in required_keys(name, cfg):  # fail on a missing input before paying for a Ray start
         if key not in ("out", "tags") and not storage.exists(getattr(cfg, key)):
             raise FileNotFoundError(f"{name}: {key}={getattr(cfg, key)} does not exist")
     resume = not args.no_resume
@@ -174,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fake-flickr":
             return serve_fake_flickr(args)
         return run_pipeline(args) if args.command == "pipeline" else run_stage(args)
-    except (C.ConfigError, FileNotFoundError) as e:
+    except (C.ConfigError, FileNotFoundError, DataSetError, MaskError) as e:
         print(f"inetseg {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

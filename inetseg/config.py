@@ -222,11 +222,19 @@ class CRFConfig:
 
 @dataclass
 class EvaluateConfig:
-    """mIoU on the clean test split."""
+    """mIoU on the clean test split (a predictions table), or of predicted mask files against a data set."""
 
     predictions: str = ""  # prediction folder to score; default: CRF output (or predict if CRF off)
     out: str = ""  # metrics folder; default: <pipeline out>/eval
     grid_images: int = 6  # test images in the MLflow PNG grid
+    pred: str = ""  # instead of predictions=: a folder of predicted mask PNGs (0 = background, 1..K = classes)
+    gt: str = ""  # ground truth for pred=: a folder (images/ + masks/, or masks only) or a VOCdevkit / VOC2012 tree
+    classes: list[str] = field(default_factory=list)  # the run's classes (pred ids 1..K); default: classes.json beside pred
+    split: str = "val"  # VOC only: the ImageSets/Segmentation/<split>.txt to score
+    # Ground-truth classes the run does not have: 'background' (scored as 0: the run only knows its
+    # classes and background, so calling a sofa 'cat' must count as an error) or 'ignore' (not scored).
+    others: str = "background"
+    allow_missing: bool = False  # score only the gt masks that have a prediction (else a missing one is an error)
 
 
 @dataclass
@@ -491,5 +499,9 @@ def validate(obj: Any, prefix: str = "") -> None:
     elif isinstance(obj, CRFConfig):
         _check(obj.iterations >= 1, f"{p}iterations must be >= 1")
         _check(obj.reference_side >= 0, f"{p}reference_side must be >= 0")
+    elif isinstance(obj, EvaluateConfig):
+        _check(obj.others in ("background", "ignore"), f"{p}others must be background or ignore")
+        _check(not (obj.predictions and obj.pred), f"{p}predictions= and pred= are two ways to evaluate: give one")
+        _check(bool(obj.pred) == bool(obj.gt), f"{p}pred= and gt= go together")
     elif isinstance(obj, PipelineConfig):
         _check(obj.num_cpus >= 0, f"{p}num_cpus must be >= 0")

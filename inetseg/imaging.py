@@ -117,16 +117,6 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def decode_mask(data: bytes) -> np.ndarray:
-    """PNG label map bytes -> HxW uint8 (values are class ids, never colour-converted)."""
-    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise ImageError("undecodable", "mask")
-    if arr.ndim == 3:  # a palette/RGB mask saved by another tool: take the first channel
-        arr = arr[:, :, 0]
-    return arr.astype(np.uint8, copy=False)
-
-
 def prepare(data: bytes, limits: ImageLimits) -> np.ndarray:
     """Decode -> validate -> resize: the RGB array the ingest stores (raises ImageError)."""
     img = decode_rgb(data, limits.max_pixels)

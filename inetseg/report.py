@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from inetseg import imaging, shards, storage, viz
+from inetseg import imaging, masks, shards, storage, viz
 from inetseg.config import PipelineConfig
 from inetseg.attention.maps import attention_maps, pseudo_label
 from inetseg.stages.attention import method_of
@@ -43,7 +43,7 @@ def grid_png(cfg: PipelineConfig, classes: list[str], n: int) -> bytes:
     grid_rows = []
     for im, att, lab, pred, gt in zip(images, maps, top, rows["pred"], rows["gt"]):
         pseudo, att = pseudo_label(att, im, int(lab), method)
-        cells = [im, viz.heatmap(att), viz.colorize(pseudo), viz.colorize(imaging.decode_mask(pred))]
-        cells.append(viz.colorize(imaging.decode_mask(gt)) if gt is not None else np.zeros_like(im))
+        cells = [im, viz.heatmap(att), viz.colorize(pseudo), viz.colorize(masks.decode_mask(pred))]
+        cells.append(viz.colorize(masks.decode_mask(gt)) if gt is not None else np.zeros_like(im))
         grid_rows.append(cells)
     return viz.encode_png(viz.grid(grid_rows, ["image", "attention", "pseudo", "prediction", "GT"]))

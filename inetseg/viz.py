@@ -59,3 +59,49 @@ def encode_png(rgb: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
+
+
+def confusion_image(cm: np.ndarray, names: list[str], cell: int = 40) -> np.ndarray:
+    """C x (C+1) confusion counts -> RGB picture: rows (ground truth) normalised, names on both axes, values in cells.
+
+    The last column is the metrics' 'no label' column (pixels predicted 255 or out of range).
+    """
+    c = cm.shape[0]
+    cols = [*names, "no label"]
+    totals = cm.sum(1, keepdims=True)
+    share = cm / np.maximum(totals, 1)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    label_w = max(cv2.getTextSize(n, font, scale, 1)[0][0] for n in cols) + 8
+    left = top = label_w + 20  # names plus an axis title
+    out = np.full((top + c * cell + 4, left + (c + 1) * cell + 4, 3), 255, np.uint8)
+    for i in range(c):
+        for j in range(c + 1):
+            _confusion_cell(out, top + i * cell, left + j * cell, cell, share[i, j] if totals[i, 0] else None,
+                            diagonal=i == j)
+        _text(out, names[i], left - 6 - cv2.getTextSize(names[i], font, scale, 1)[0][0], top + i * cell + cell // 2 + 4)
+    for j, name in enumerate(cols):
+        strip = np.full((cell, label_w, 3), 255, np.uint8)
+        _text(strip, name, 4, cell // 2 + 4)
+        # Turned a quarter so long names fit above narrow columns; read bottom to top.
+        out[top - label_w - 2:top - 2, left + j * cell:left + (j + 1) * cell] = np.rot90(strip)
+    _text(out, "predicted (rows sum to 1)", left, 14)
+    side = np.full((20, out.shape[0], 3), 255, np.uint8)
+    _text(side, "ground truth", 4, 14)
+    out[:, :20] = np.rot90(side)
+    return out
+
+
+def _confusion_cell(out: np.ndarray, y: int, x: int, cell: int, value: float | None, diagonal: bool) -> None:
+    """One cell: white to blue by share, the share written in it ('-' for a class absent from gt)."""
+    v = 0.0 if value is None else float(value)
+    out[y + 1:y + cell, x + 1:x + cell] = (round(255 - 215 * v), round(255 - 175 * v), 255)
+    if diagonal:
+        cv2.rectangle(out, (x, y), (x + cell, y + cell), (0, 0, 0), 1)
+    text = "-" if value is None else f"{v:.2f}"
+    _text(out, text, x + 4, y + cell // 2 + 4, (255, 255, 255) if v > 0.5 else (0, 0, 0), 0.35)
+
+
+def _text(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int] = (0, 0, 0),
+          scale: float = 0.4) -> None:
+    """Anti-aliased Hershey text with its baseline at (x, y)."""
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)

@@ -73,7 +73,7 @@ def picture(row_dirs: dict[str, str], truth: dict, n: int) -> bytes:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from inetseg import imaging, shards, viz
+    from inetseg import imaging, masks, shards, viz
 
     first = next(iter(row_dirs.values()))
     fs, _ = storage.resolve(first)
@@ -95,10 +95,10 @@ def picture(row_dirs: dict[str, str], truth: dict, n: int) -> bytes:
     for i, im in zip(ids, images):
         row = [im]
         for name in row_dirs:
-            row.append(viz.heatmap(imaging.decode_mask(per_row[name][i][0]).astype(np.float32) / 255))
+            row.append(viz.heatmap(masks.decode_mask(per_row[name][i][0]).astype(np.float32) / 255))
         last = list(row_dirs)[-1]
-        row.append(viz.colorize(imaging.decode_mask(per_row[last][i][1])))
-        row.append(viz.colorize(imaging.decode_mask(truth[i]["mask"])))
+        row.append(viz.colorize(masks.decode_mask(per_row[last][i][1])))
+        row.append(viz.colorize(masks.decode_mask(truth[i]["mask"])))
         cells.append(row)
     titles = ["image", *row_dirs, "pseudo label", "hidden GT"]
     return viz.encode_png(viz.grid(cells, [t[:14] for t in titles]))

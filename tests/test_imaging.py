@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inetseg import imaging
+from inetseg import imaging, masks
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -75,6 +75,6 @@ def test_process_resizes_longer_side_and_never_enlarges():
 def test_masks_roundtrip_exactly():
     mask = np.random.default_rng(0).integers(0, 6, (33, 47)).astype(np.uint8)
     mask[0, 0] = 255
-    assert np.array_equal(imaging.decode_mask(imaging.encode_png(mask)), mask)
+    assert np.array_equal(masks.decode_mask(imaging.encode_png(mask)), mask)
     small = imaging.resize_labels(mask, 10, 12)
     assert set(np.unique(small)) <= set(np.unique(mask))

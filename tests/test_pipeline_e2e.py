@@ -41,9 +41,9 @@ def test_tables_follow_their_schemas(run):
     assert images.schema.equals(IMAGES)
     pseudo = shards.read_table(cfg.attention.out)
     assert pseudo.schema.equals(PSEUDO)
-    from inetseg import imaging
+    from inetseg import masks
 
-    m = imaging.decode_mask(pseudo.column("mask")[0].as_py())
+    m = masks.decode_mask(pseudo.column("mask")[0].as_py())
     label = pseudo.column("label")[0].as_py()
     assert set(np.unique(m)) <= {0, label, 255}
 

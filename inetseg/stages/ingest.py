@@ -20,7 +20,7 @@ import ray
 from tqdm import tqdm
 
 from inetseg import config as C
-from inetseg import dedupe, download, imaging, schema, shards, storage
+from inetseg import dedupe, download, imaging, masks, schema, shards, storage
 from inetseg.stages.common import run_stage, write_stage
 
 log = logging.getLogger("inetseg")
@@ -342,7 +342,7 @@ def _process_test(batch: dict) -> pa.Table:
     rows: dict[str, list] = {n: [] for n in schema.TEST.names}
     for img_path, mask_path in zip(batch["image_path"], batch["mask_path"]):
         img = imaging.decode_rgb(storage.read_bytes(str(img_path)))
-        mask = imaging.decode_mask(storage.read_bytes(str(mask_path)))
+        mask = masks.decode_mask(storage.read_bytes(str(mask_path)), str(mask_path))
         if mask.shape != img.shape[:2]:
             raise ValueError(f"test mask {mask_path} is {mask.shape}, image is {img.shape[:2]}")
         rows["id"].append(posixpath.splitext(posixpath.basename(str(img_path)))[0])
@@ -360,12 +360,12 @@ def test_items(test_dir: str) -> list[dict]:
     img_dir, mask_dir = storage.join(test_dir, "images"), storage.join(test_dir, "masks")
     if not storage.is_dir(img_dir) or not storage.is_dir(mask_dir):
         raise FileNotFoundError(f"test folder {test_dir} needs images/ and masks/ sub-folders")
-    masks = {os.path.splitext(os.path.basename(p))[0]: p for p in storage.list_files(mask_dir, (".png",))}
+    mask_files = {os.path.splitext(os.path.basename(p))[0]: p for p in storage.list_files(mask_dir, (".png",))}
     items = []
     for p in storage.list_files(img_dir, IMAGE_SUFFIXES):
         stem = os.path.splitext(os.path.basename(p))[0]
-        if stem in masks:
-            items.append({"image_path": p, "mask_path": masks[stem]})
+        if stem in mask_files:
+            items.append({"image_path": p, "mask_path": mask_files[stem]})
     if not items:
         raise FileNotFoundError(f"test folder {test_dir} has no image/mask pairs (same file stems)")
     return items

@@ -6,7 +6,7 @@ import hashlib
 import cv2
 import numpy as np
 
-from inetseg import imaging
+from inetseg import imaging, masks
 from inetseg.schema import IGNORE
 
 
@@ -100,7 +100,7 @@ def segmenter_batch(batch: dict, input_size: int, augment: bool) -> dict:
     xs, ms = [], []
     for data, mdata in zip(batch["image"], batch["mask"]):
         img = imaging.decode_rgb(data)
-        mask = imaging.decode_mask(mdata)
+        mask = masks.decode_mask(mdata)
         if augment:
             # Scale jitter then a crop, DeepLab style; padding with 'ignore' keeps the loss honest.
             s = rng.uniform(0.75, 1.25) * input_size / max(img.shape[:2])

@@ -21,7 +21,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from inetseg import config as C  # noqa: E402
-from inetseg import imaging, schema, shards, storage  # noqa: E402
+from inetseg import imaging, masks, schema, shards, storage  # noqa: E402
 
 
 def oracle_table(corpus: str, classes: list[str], out: str) -> int:
@@ -29,7 +29,7 @@ def oracle_table(corpus: str, classes: list[str], out: str) -> int:
     truth = pq.read_table(storage.join(corpus, "hidden", "train_truth.parquet"))
     rows: dict[str, list] = {n: [] for n in schema.PSEUDO.names}
     for f, tag, noise, mask in zip(*(truth.column(c).to_pylist() for c in ("file", "tag", "noise", "mask"))):
-        gt = imaging.decode_mask(mask)
+        gt = masks.decode_mask(mask)
         if not (gt > 0).any():
             continue
         img = imaging.decode_rgb(storage.read_bytes(storage.join(corpus, "search", f)))
