@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from inetseg import audit, baselines, imaging, metrics, schema, shards, storage  # noqa: E402
+from inetseg import audit, baselines, imaging, masks, metrics, schema, shards, storage  # noqa: E402
 from inetseg import config as C  # noqa: E402
 from inetseg import pipeline  # noqa: E402
 from inetseg.sources import tagged  # noqa: E402
@@ -75,7 +75,7 @@ def centre_prior_miou(split: tagged.Split) -> dict:
     n = len(split.classes) + 1
     cm = np.zeros((n, n + 1), np.int64)
     for tag, _, mask in split.test:
-        gt = imaging.decode_mask(open(mask, "rb").read())
+        gt = masks.decode_mask(open(mask, "rb").read())
         cm += metrics.confusion_matrix(gt, baselines.centre_prior(*gt.shape, split.classes.index(tag) + 1), n)
     return metrics.summarize(cm, ["background", *split.classes])
 
@@ -94,7 +94,7 @@ def oracle(cfg: C.PipelineConfig, truth: dict[str, dict], work: str) -> dict:
         for r in t.to_pylist():
             if r["id"] not in wanted:
                 continue
-            gt = imaging.decode_mask(truth[r["id"]]["mask"])
+            gt = masks.decode_mask(truth[r["id"]]["mask"])
             gt = imaging.resize_labels(gt, r["height"], r["width"])
             for k in ("id", "tag", "label", "image", "height", "width"):
                 rows[k].append(r[k])
