@@ -11,6 +11,7 @@ import logging
 import posixpath
 import time
 from collections import Counter
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -157,13 +158,24 @@ class Segmentor:
         return np.bincount(labels.ravel(), minlength=len(self.names)).tolist()
 
 
-def summarize(rows: list[dict], names: list[str], found: int, reused: int, seconds: float) -> dict:
+def tally(batches: Iterable[pa.Table], n_ids: int) -> tuple[int, np.ndarray, list[dict]]:
+    """(photos segmented, pixels per class id, failure records) over the actors' rows, kept as counts only."""
+    done, pixels, failures = 0, np.zeros(n_ids, np.int64), []
+    for table in batches:
+        for r in table.to_pylist():
+            if r["status"] == "ok":
+                done, pixels = done + 1, pixels + r["pixels"]
+            else:
+                failures.append({k: r[k] for k in ("file", "name", "reason", "detail")})
+    return done, pixels, sorted(failures, key=lambda r: r["file"])
+
+
+def summarize(done: int, pixels: np.ndarray, failures: list[dict], names: list[str], found: int,
+              seconds: float) -> dict:
     """Counts, failures by reason and each class's share of the pixels segmented in this run."""
-    failed = [r for r in rows if r["status"] != "ok"]
-    pixels = np.sum([r["pixels"] for r in rows if r["status"] == "ok"] or [[0] * len(names)], axis=0)
     total = max(1, int(pixels.sum()))
-    return {"images": found, "segmented": len(rows) - len(failed), "reused": reused, "failed": len(failed),
-            "failed_by_reason": dict(Counter(r["reason"] for r in failed)), "seconds": round(seconds, 2),
+    return {"images": found, "segmented": done, "reused": found - done - len(failures), "failed": len(failures),
+            "failed_by_reason": dict(Counter(r["reason"] for r in failures)), "seconds": round(seconds, 2),
             "classes": names[1:], "pixel_share": {n: round(int(c) / total, 6) for n, c in zip(names, pixels)}}
 
 
@@ -174,21 +186,19 @@ def run(cfg: C.SegmentConfig, resume: bool = True) -> dict:
     names = ["background", *class_names(cfg, meta)]
     side = network_side(cfg, meta)
     paths, stems = find_photos(cfg)
-    done = start_output(cfg, names, resume)
-    todo = [{"file": p, "name": s} for p, s in zip(paths, stems) if s not in done]
+    already = start_output(cfg, names, resume)
+    todo = [{"file": p, "name": s} for p, s in zip(paths, stems) if s not in already]
     log.info("segment: %d photos, %d already done, %d to segment", len(paths), len(paths) - len(todo), len(todo))
-    rows: list[dict] = []
+    batches: Iterable[pa.Table] = []
     if todo:
         ds = ray.data.from_items(todo).map_batches(
             Segmentor, batch_format="numpy", fn_constructor_kwargs={"cfg": cfg, "names": names, "input_size": side},
             **actor_pool(cfg.compute))
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            rows.extend(batch.to_pylist())
-    failures = sorted(({k: r[k] for k in ("file", "name", "reason", "detail")} for r in rows
-                       if r["status"] != "ok"), key=lambda r: r["file"])
+        batches = ds.iter_batches(batch_format="pyarrow", batch_size=None)
+    done, pixels, failures = tally(batches, len(names))
     for r in failures:
         log.warning("segment: skipped %s: %s %s", r["file"], r["reason"], r["detail"])
-    summary = summarize(rows, names, len(paths), len(paths) - len(todo), time.time() - t0)
+    summary = summarize(done, pixels, failures, names, len(paths), time.time() - t0)
     storage.write_json(storage.join(cfg.out, "failed.json"), failures)
     storage.write_json(storage.join(cfg.out, "summary.json"), summary)
     return summary
