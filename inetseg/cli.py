@@ -25,6 +25,7 @@ STAGE_HELP = {
     "predict": "run the segmenter over a test table (test= model= out=)",
     "crf": "dense-CRF refinement of predictions (predictions= out=)",
     "evaluate": "mIoU of predictions against their ground truth (predictions= out=, or pred= gt= out=)",
+    "segment": "segment your own photos with a trained segmenter (model=DIR images=DIR_OR_FILE out=DIR)",
 }
 
 # Longer --help descriptions where one line cannot say how to use a stage.
@@ -44,6 +45,20 @@ STAGE_DESCRIPTION = {
       or are not scored (others=ignore). Every gt mask needs a prediction unless allow_missing=true.
       Writes OUT/metrics.json (miou, per_class_iou, pixel_accuracy, confusion, images, classes) and
       OUT/confusion.png.""",
+    "segment": """segment your own photos with a trained segmenter.
+
+model= is a trained segmenter folder (a pipeline run's segmenter/: model.pt + meta.json); images= is one
+photo or a folder searched recursively. Every photo is segmented at its own (EXIF-oriented) size.
+Writes into out=, where NAME is the photo's path below images= without its suffix:
+  masks/NAME.png      palette PNG (mode P): pixel value = class id (0 background, i = classes.json[i-1]);
+                      VOC colours for viewing
+  overlays/NAME.jpg   the photo with the mask's colours blended in and a legend of the classes present
+  probs/NAME.npy      with probs=true: float16 softmax, (K+1) x H x W
+  classes.json        ["name1", ..., "nameK"] (ids 1..K; no background)
+  summary.json        counts (images, segmented, reused, failed by reason), seconds, pixel share per class
+  failed.json         photos that did not decode, with the reason; they are skipped, never fatal
+crf=true refines masks with the dense CRF (crf_params.iterations= etc.). A re-run skips photos whose
+files exist (same model and settings); --no-resume redoes them all. compute.use_gpu=true runs on GPU.""",
 }
 
 # The keys each stage needs; a stage with several ways to run lists one tuple per way.
@@ -52,17 +67,19 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "classifier": (("images", "out"),), "filter": (("images", "out"),), "attention": (("images", "model", "out"),),
     "segmenter": (("pseudo", "model", "out"),), "predict": (("test", "model", "out"),),
     "crf": (("predictions", "out"),), "evaluate": (("predictions", "out"), ("pred", "gt", "out")),
+    "segment": (("model", "images", "out"),),
 }
 
 
-def describe_fields(cls: type, prefix: str = "") -> str:
-    """The keys a config accepts with their defaults, for --help."""
+def describe_fields(cls: type, prefix: str = "", defaults: typing.Any = None) -> str:
+    """The keys a config accepts with their defaults (a nested config's as its parent sets them), for --help."""
     lines = []
     hints = typing.get_type_hints(cls)
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(default):
-            lines.append(describe_fields(type(default), prefix + f.name + "."))
+            lines.append(describe_fields(type(default), prefix + f.name + ".", default))
             continue
         tp = getattr(hints[f.name], "__name__", str(hints[f.name]))
         lines.append(f"  {prefix + f.name:<34} {tp:<10} default: {default!r}")
@@ -167,8 +184,10 @@ def run_stage(args: argparse.Namespace) -> int:
 
         from inetseg.stages.common import ensure_ray
 
-        ensure_ray(args.ray_address, args.num_cpus)
         module = importlib.import_module(f"inetseg.stages.{name}")
+        if hasattr(module, "check"):  # a stage's own input checks, before paying for a Ray start
+            module.check(cfg)
+        ensure_ray(args.ray_address, args.num_cpus)
         result = module.run(cfg, resume=resume)
     printable = {k: v for k, v in result.items() if k not in ("history", "confusion")}
     print(json.dumps(printable, indent=2, default=str))

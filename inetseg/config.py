@@ -199,25 +199,33 @@ class PredictConfig:
     test: str = ""  # test table folder; default: <pipeline out>/test
     model: str = ""  # segmenter folder
     out: str = ""  # predictions; default: <pipeline out>/predictions
-    input_size: int = 321  # network input side (predictions are resized back)
+    input_size: int = 321  # network input side: each image letterboxed into it (predictions resized back)
+    flip: bool = False  # average the logits of the image and its mirror (test-time flip)
+    one_class: bool = False  # one object class per image: all object probability to the image's likeliest class
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
 
 @dataclass
-class CRFConfig:
+class CRFParams:
+    """The dense CRF's own settings (what inetseg.crf reads), shared by the crf stage and `segment`."""
+
+    iterations: int = 10  # mean-field steps
+    gaussian_sxy: float = 3.0  # smoothness kernel width (pixels)
+    gaussian_compat: float = 3.0  # smoothness kernel weight
+    bilateral_sxy: float = 50.0  # appearance kernel width (pixels)
+    bilateral_srgb: float = 13.0  # appearance kernel colour width
+    bilateral_compat: float = 4.0  # appearance kernel weight
+    reference_side: int = 500  # the sxy widths are for images this long; scaled to each image (0 = pixels as given)
+
+
+@dataclass
+class CRFConfig(CRFParams):
     """Dense CRF post-processing of the predictions (pydensecrf)."""
 
     predictions: str = ""  # input predictions; default: the predict output
     out: str = ""  # refined predictions; default: <pipeline out>/crf
-    enabled: bool = True
-    iterations: int = 10
-    gaussian_sxy: float = 3.0  # smoothness kernel width (pixels)
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 50.0  # appearance kernel width (pixels)
-    bilateral_srgb: float = 13.0  # appearance kernel colour width
-    bilateral_compat: float = 4.0
-    reference_side: int = 500  # the sxy widths are for images this long; scaled to each image (0 = pixels as given)
-    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    enabled: bool = True  # run the stage in the pipeline
+    compute: ComputeConfig = field(default_factory=ComputeConfig)  # (the stage uses one CPU per task)
 
 
 @dataclass
@@ -235,6 +243,27 @@ class EvaluateConfig:
     # classes and background, so calling a sofa 'cat' must count as an error) or 'ignore' (not scored).
     others: str = "background"
     allow_missing: bool = False  # score only the gt masks that have a prediction (else a missing one is an error)
+
+
+@dataclass
+class SegmentConfig:
+    """A trained segmenter over a user's own photos -> palette masks, overlays, optional probabilities."""
+
+    model: str = ""  # trained segmenter folder (a run's segmenter/: model.pt + meta.json)
+    images: str = ""  # one photo, or a folder searched recursively (jpg jpeg png gif bmp webp tif tiff)
+    out: str = ""  # output folder: masks/, overlays/, probs/, classes.json, summary.json, failed.json
+    classes: list[str] = field(default_factory=list)  # names of ids 1..K; [] = the model's meta.json (or its run)
+    input_size: int = 0  # network input side; 0 = the side the segmenter was trained at (meta.json)
+    probs: bool = False  # also write probs/<name>.npy: float16 softmax, (K+1) x H x W
+    flip: bool = False  # average the logits of the photo and its mirror (test-time flip)
+    one_class: bool = False  # one object class per photo: all object probability to its likeliest class
+    crf: bool = False  # refine each mask with the dense CRF (crf_params)
+    crf_params: CRFParams = field(default_factory=CRFParams)  # the CRF's iterations and kernels
+    overlay_alpha: float = 0.5  # weight of the class colour where an overlay pixel is labelled
+    jpeg_quality: int = 90  # overlay JPEG quality
+    max_pixels: int = 50_000_000  # larger photos are skipped as 'too_many_pixels' (decompression bombs)
+    # Photos arrive at full size (a 12 MP photo is 36 MB decoded, ~0.3 GB of probabilities): small batches.
+    compute: ComputeConfig = field(default_factory=lambda: ComputeConfig(inference_batch_size=4))
 
 
 @dataclass
@@ -273,6 +302,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "predict": PredictConfig,
     "crf": CRFConfig,
     "evaluate": EvaluateConfig,
+    "segment": SegmentConfig,
     "pipeline": PipelineConfig,
 }
 
@@ -496,12 +526,18 @@ def validate(obj: Any, prefix: str = "") -> None:
     elif isinstance(obj, AttentionConfig):
         _check(0 <= obj.delta_background <= obj.delta_object <= 1,
                f"{p}need 0 <= delta_background <= delta_object <= 1")
-    elif isinstance(obj, CRFConfig):
+    elif isinstance(obj, CRFParams):
         _check(obj.iterations >= 1, f"{p}iterations must be >= 1")
         _check(obj.reference_side >= 0, f"{p}reference_side must be >= 0")
     elif isinstance(obj, EvaluateConfig):
         _check(obj.others in ("background", "ignore"), f"{p}others must be background or ignore")
         _check(not (obj.predictions and obj.pred), f"{p}predictions= and pred= are two ways to evaluate: give one")
         _check(bool(obj.pred) == bool(obj.gt), f"{p}pred= and gt= go together")
+    elif isinstance(obj, SegmentConfig):
+        _check(obj.input_size == 0 or obj.input_size >= 32, f"{p}input_size must be 0 (from the model) or >= 32")
+        _check(0 <= obj.overlay_alpha <= 1, f"{p}overlay_alpha must be in [0, 1]")
+        _check(1 <= obj.jpeg_quality <= 100, f"{p}jpeg_quality must be in 1..100")
+        _check(obj.max_pixels >= 1, f"{p}max_pixels must be >= 1")
+        _check(len(obj.classes) == len(set(obj.classes)), f"{p}classes must not repeat a name")
     elif isinstance(obj, PipelineConfig):
         _check(obj.num_cpus >= 0, f"{p}num_cpus must be >= 0")

@@ -8,7 +8,7 @@ import pydensecrf.densecrf as dcrf
 def dense_crf(image: np.ndarray, probs: np.ndarray, cfg) -> np.ndarray:
     """Refined marginals (C x H x W float32) of a fully connected CRF with Gaussian + bilateral kernels.
 
-    image: H x W x 3 uint8 RGB; probs: C x H x W softmax; cfg: CRFConfig (iterations, kernel widths).
+    image: H x W x 3 uint8 RGB; probs: C x H x W softmax; cfg: CRFParams or CRFConfig (iterations, kernels).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be H x W x 3 uint8, got {image.shape} {image.dtype}")

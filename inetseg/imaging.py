@@ -8,7 +8,10 @@ import cv2
 import numpy as np
 
 # Magic bytes of the formats we accept; anything else is 'not_an_image' before we try to decode.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF",
+          b"II*\x00", b"MM\x00*")  # the last two: TIFF (little/big-endian)
+# File names taken for images when a folder is listed (ingest, segment); the magic bytes still decide.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class ImageError(ValueError):

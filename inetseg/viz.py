@@ -105,3 +105,36 @@ def _text(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, in
           scale: float = 0.4) -> None:
     """Anti-aliased Hershey text with its baseline at (x, y)."""
     cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, names: list[str], alpha: float = 0.5) -> np.ndarray:
+    """The photo (H x W x 3 RGB) with each labelled pixel's class colour blended in, plus a legend.
+
+    labels: H x W class ids (0 = background, left unblended so the photo stays readable);
+    names[i] is class i's name; the legend lists the non-background classes present.
+    """
+    out = image.copy()
+    fg = labels > 0
+    out[fg] = (image[fg] * (1 - alpha) + colorize(labels)[fg] * alpha).astype(np.uint8)
+    present = [int(c) for c in np.unique(labels) if 0 < c < len(names)]
+    return draw_legend(out, [(names[c], tuple(int(v) for v in _PALETTE[c])) for c in present])
+
+
+def draw_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
+    """Draw (name, RGB colour) swatches in a white box at the top-left corner, sized to the image, in place."""
+    if not entries:
+        return image
+    # Text about 1/30 of the shorter side, so the legend reads the same on a thumbnail and on a 12 MP photo.
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, min(image.shape[:2]) / 900)
+    thick = max(1, round(scale * 1.5))
+    sizes = [cv2.getTextSize(name, font, scale, thick)[0] for name, _ in entries]
+    th = max(h for _, h in sizes)
+    pad, row = max(2, th // 3), th + 2 * max(2, th // 3)
+    box_w = 3 * pad + th + max(w for w, _ in sizes)
+    cv2.rectangle(image, (0, 0), (box_w, row * len(entries) + pad), (255, 255, 255), -1)
+    for i, (name, colour) in enumerate(entries):
+        y = pad + i * row
+        cv2.rectangle(image, (pad, y), (pad + th, y + th), colour, -1)
+        cv2.rectangle(image, (pad, y), (pad + th, y + th), (0, 0, 0), 1)
+        cv2.putText(image, name, (2 * pad + th, y + th), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return image

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["synth", "crawl", "ingest", "classifier", "filter", "attention", "segmenter", "predict", "crf", "evaluate"]
+STAGES = ["synth", "crawl", "ingest", "classifier", "filter", "attention", "segmenter", "predict", "crf", "evaluate",
+          "segment"]
 
 
 def cli(*args, cwd=None):
@@ -24,6 +25,13 @@ def test_help_lists_keys(command):
     proc = cli(command, "--help")
     assert proc.returncode == 0
     assert "keys" in proc.stdout and "default:" in proc.stdout
+
+
+def test_segment_help_says_what_it_writes():
+    proc = cli("segment", "--help")
+    for what in ("masks/NAME.png", "overlays/NAME.jpg", "probs/NAME.npy", "classes.json", "summary.json",
+                 "failed.json", "crf_params.iterations", "compute.inference_batch_size       int        default: 4"):
+        assert what in proc.stdout, what
 
 
 def _one_line_error(proc, *needles):

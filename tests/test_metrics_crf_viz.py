@@ -65,6 +65,26 @@ def test_viz():
     assert viz.encode_png(g)[:4] == b"\x89PNG"
 
 
+def test_overlay_blends_labelled_pixels_and_draws_a_legend():
+    img = np.full((120, 160, 3), 100, np.uint8)
+    lab = np.zeros((120, 160), np.uint8)
+    lab[60:, 80:] = 2
+    out = viz.overlay(img, lab, ["background", "cat", "dog"], alpha=0.5)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (out[-1, -1] == (img[-1, -1] * 0.5 + viz.colorize(lab)[-1, -1] * 0.5).astype(np.uint8)).all()
+    assert (out[60, 0] == img[60, 0]).all()  # background is left as it was
+    assert (out[:20, :20] == 255).any()  # the legend's white box, top left
+    assert (viz.overlay(img, np.zeros_like(lab), ["background", "cat"]) == img).all()  # nothing to list
+    assert viz.overlay(img[:3, :2], lab[:3, :2] + 1, ["background", "cat", "dog"]).shape == (3, 2, 3)
+
+
+def test_crf_params_drive_the_crf_alone():
+    from inetseg.config import CRFParams
+
+    img, truth, probs = _two_regions()
+    assert (crf_labels(img, probs, CRFParams()) == crf_labels(img, probs, CRFConfig())).all()
+
+
 def test_crf_kernel_widths_follow_the_image_size():
     from inetseg.crf import kernel_widths
 

@@ -24,7 +24,7 @@ from inetseg import dedupe, download, imaging, masks, schema, shards, storage
 from inetseg.stages.common import run_stage, write_stage
 
 log = logging.getLogger("inetseg")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = imaging.IMAGE_SUFFIXES
 
 
 def row_id(source: str) -> str:

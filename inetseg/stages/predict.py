@@ -7,14 +7,11 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from inetseg import config as C
-from inetseg import imaging, schema, shards, storage
-from inetseg.models.segmenter import Segmenter
+from inetseg import imaging, schema, shards
+from inetseg.inference import load_segmenter, predict_probs
 from inetseg.stages.common import actor_pool, read_stage, run_stage, stage_fingerprint, set_threads, torch_device, write_stage
-from inetseg.train import utils
-from inetseg.train.data import normalise
 
 log = logging.getLogger("inetseg")
 
@@ -30,28 +27,6 @@ def npy_load(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def load_segmenter(model_dir: str, device: torch.device) -> tuple[Segmenter, dict]:
-    """The exported segmenter (eval mode, on `device`) and its meta."""
-    meta = storage.read_json(storage.join(model_dir, utils.META_FILE))
-    model = Segmenter(meta["num_classes"], meta["width"], tuple(meta["aspp_rates"]))
-    model.load_state_dict(torch.load(utils.local_model_file(model_dir), map_location="cpu"))
-    return model.to(device).eval(), meta
-
-
-def predict_probs(model: torch.nn.Module, images: list[np.ndarray], input_size: int,
-                  device: torch.device) -> list[np.ndarray]:
-    """Softmax (K+1) x H x W per image at the image's own size."""
-    x = normalise(np.stack([imaging.resize_square(im, input_size) for im in images]))
-    with torch.no_grad():
-        logits = model(torch.from_numpy(x).to(device)).float()  # N x (K+1) x S x S
-        out = []
-        for lg, im in zip(logits, images):
-            lg = torch.nn.functional.interpolate(lg[None], size=im.shape[:2], mode="bilinear",
-                                                 align_corners=False)[0]
-            out.append(torch.softmax(lg, 0).cpu().numpy())
-    return out
-
-
 class Predictor:
     """Actor: holds the segmenter once; TEST rows -> PREDICTIONS rows."""
 
@@ -63,7 +38,7 @@ class Predictor:
 
     def __call__(self, batch: dict) -> pa.Table:
         images = [imaging.decode_rgb(b) for b in batch["image"]]
-        probs = predict_probs(self.model, images, self.cfg.input_size, self.device)
+        probs = predict_probs(self.model, images, self.cfg.input_size, self.device, self.cfg.flip, self.cfg.one_class)
         preds = [imaging.encode_png(p.argmax(0).astype(np.uint8)) for p in probs]
         return pa.Table.from_pydict({
             "id": list(batch["id"]), "image": list(batch["image"]), "gt": list(batch["mask"]),

@@ -1,0 +1,65 @@
+"""Load a trained segmenter and run it on decoded images: pure torch/numpy, no Ray."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from inetseg import imaging, storage
+from inetseg.models.segmenter import Segmenter
+from inetseg.train import utils
+from inetseg.train.data import normalise
+
+
+def load_segmenter(model_dir: str, device: torch.device) -> tuple[Segmenter, dict]:
+    """The exported segmenter (eval mode, on `device`) and its meta."""
+    meta = storage.read_json(storage.join(model_dir, utils.META_FILE))
+    model = Segmenter(meta["num_classes"], meta["width"], tuple(meta["aspp_rates"]))
+    model.load_state_dict(torch.load(utils.local_model_file(model_dir), map_location="cpu"))
+    return model.to(device).eval(), meta
+
+
+def predict_logits(model: torch.nn.Module, images: list[np.ndarray], input_size: int,
+                   device: torch.device, flip: bool = False) -> list[torch.Tensor]:
+    """Per image, logits (K+1) x h x w over the image letterboxed into S = input_size (padding cut off).
+
+    Letterboxed, not squashed: the segmenter trains on aspect-kept crops padded with grey, so a 4:3 photo
+    squashed to a square would show it objects of a shape it never saw. flip: also run the mirror image
+    and average the logits (the usual test-time flip).
+    """
+    boxes = [imaging.letterbox(im, input_size) for im in images]
+    x = torch.from_numpy(normalise(np.stack([b[0] for b in boxes]))).to(device)
+    with torch.no_grad():
+        logits = model(x).float()  # N x (K+1) x S x S
+        if flip:
+            logits = (logits + model(x.flip(3)).float().flip(3)) / 2
+    return [lg[:, :h, :w] for lg, (_, (h, w)) in zip(logits, boxes)]
+
+
+def upsample_probs(logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Softmax (K+1) x H x W of one image's (K+1) x h x w logits, at the image's own size."""
+    with torch.no_grad():
+        lg = torch.nn.functional.interpolate(logits[None], size=(height, width), mode="bilinear",
+                                             align_corners=False)[0]
+        return torch.softmax(lg, 0).cpu().numpy()
+
+
+def single_class(probs: np.ndarray) -> np.ndarray:
+    """(K+1) x H x W softmax -> the same with all object probability given to the image's one class.
+
+    The class is the one with the most probability mass over the image. Why: every pseudo label holds
+    one class (the image's tag), so the segmenter learns one object class per image; an animal split
+    into cat and dog pixels scores against both classes. Background keeps its own probability.
+    """
+    out = np.zeros_like(probs)
+    out[0] = probs[0]
+    k = 1 + int(probs[1:].sum(axis=(1, 2)).argmax())
+    out[k] = probs[1:].sum(0)
+    return out
+
+
+def predict_probs(model: torch.nn.Module, images: list[np.ndarray], input_size: int,
+                  device: torch.device, flip: bool = False, one_class: bool = False) -> list[np.ndarray]:
+    """Softmax (K+1) x H x W per image at the image's own size (one_class: see single_class)."""
+    logits = predict_logits(model, images, input_size, device, flip)
+    probs = [upsample_probs(lg, im.shape[0], im.shape[1]) for lg, im in zip(logits, images)]
+    return [single_class(p) for p in probs] if one_class else probs
