@@ -36,6 +36,8 @@ def resolve_paths(cfg: C.PipelineConfig) -> C.PipelineConfig:
         else cfg.filter.images
     cfg.classifier.images = cfg.classifier.images or filtered
     cfg.classifier.out = cfg.classifier.out or j("classifier")
+    if cfg.classifier_from_filter and not cfg.classifier.init_from:
+        cfg.classifier.init_from = storage.join(cfg.filter.out, f"round{cfg.filter.rounds}", "classifier")
     cfg.attention.images = cfg.attention.images or filtered
     cfg.attention.model = cfg.attention.model or cfg.classifier.out
     cfg.attention.out = cfg.attention.out or j("pseudo")
