@@ -66,3 +66,13 @@ def test_flatten_for_mlflow():
     flat = C.flatten(C.to_dict(C.SegmenterConfig()))
     assert flat["compute.num_workers"] == 1
     assert flat["aspp_rates"] == "6,12,18"
+
+
+def test_classifier_from_filter_starts_from_the_last_round():
+    cfg = load_config("demo", None, ["out=/tmp/x", "classifier_from_filter=true", "filter.rounds=2"])
+    assert cfg.classifier.init_from == "/tmp/x/filter/round2/classifier"
+    assert load_config("demo", None, ["out=/tmp/x"]).classifier.init_from == ""
+    with pytest.raises(C.ConfigError, match="classifier_from_filter"):
+        load_config("demo", None, ["classifier_from_filter=true", "filter.mode=oof"])
+    with pytest.raises(C.ConfigError, match="classifier_from_filter"):
+        load_config("demo", None, ["classifier_from_filter=true", "filter.rounds=0"])
