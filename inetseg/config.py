@@ -164,6 +164,9 @@ class AttentionConfig:
     segment_sigma: float = 0.8  # Felzenszwalb: Gaussian pre-smoothing of the image
     segment_min_size: int = 20  # Felzenszwalb: smallest segment in pixels
     trimap: bool = True  # Eqn 10; false: one cut at delta_background, nothing ignored
+    # Beyond the paper: weight of an unsupervised objectness prior (boundary connectivity over the Eqn 9
+    # segments; attention/objectness.py) averaged with the attention before Eqn 9. 0 = the paper's method.
+    objectness: float = 0.0
     delta_object: float = 0.65  # Eqn 10: attention above this -> the tag's class (paper's delta2, read as swapped)
     delta_background: float = 0.5  # Eqn 10: attention at or below this -> background; between -> 255 ignore
     compute: ComputeConfig = field(default_factory=ComputeConfig)
@@ -528,6 +531,7 @@ def validate(obj: Any, prefix: str = "") -> None:
         _check(0 <= obj.eqn13_threshold < 1 and 0 <= obj.eqn15_threshold < 1, f"{p}eqn13/15 thresholds must be in [0, 1)")
         _check(obj.eqn14_top_k >= 1, f"{p}eqn14_top_k must be >= 1")
     elif isinstance(obj, AttentionConfig):
+        _check(obj.objectness >= 0, f"{p}objectness must be >= 0")
         _check(0 <= obj.delta_background <= obj.delta_object <= 1,
                f"{p}need 0 <= delta_background <= delta_object <= 1")
     elif isinstance(obj, CRFParams):

@@ -128,3 +128,31 @@ def test_minmax_cam_keeps_the_contrast_of_a_positive_everywhere_map():
     assert torch.allclose(f, n)
     with pytest.raises(ValueError, match="cam_norm"):
         fuse(m, b, b, (2, 2), cam_norm="mean")
+
+
+def test_boundary_objectness_marks_a_framed_object_and_not_its_background():
+    from inetseg.attention.objectness import boundary_objectness
+    from inetseg.attention.smoothing import segments
+
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal(90, 3, (80, 100, 3)), 0, 255).astype(np.uint8)  # a plain, slightly noisy wall
+    img[25:55, 35:70] = (200, 60, 40)  # the object, in the middle
+    seg = segments(img, 100, 0.8, 20)
+    obj = boundary_objectness(img, seg)
+    assert obj.shape == (80, 100) and obj.dtype == np.float32
+    assert obj[40, 50] > 0.5 and obj[2, 2] < 0.1 and obj[78, 98] < 0.1
+    assert float(boundary_objectness(img, np.zeros((80, 100), np.int32)).max()) == 0.0  # one segment: nothing
+
+
+def test_objectness_weight_moves_the_pseudo_label_onto_the_object():
+    from inetseg.attention.maps import Method, pseudo_label
+
+    rng = np.random.default_rng(1)
+    img = np.clip(rng.normal(90, 3, (64, 64, 3)), 0, 255).astype(np.uint8)
+    img[20:44, 20:44] = (30, 160, 220)
+    att = np.zeros((64, 64), np.float32)
+    att[:6, :] = 1.0  # attention on the context at the top, as a weak classifier's often is
+    paper, _ = pseudo_label(att, img, 2, Method())
+    fused, _ = pseudo_label(att, img, 2, Method(objectness=1.0))
+    assert paper[32, 32] == 0 and fused[32, 32] == 2
+    assert Method().objectness == 0.0  # the paper's method unless asked

@@ -12,6 +12,7 @@ from inetseg.attention import smoothing
 from inetseg.attention.cam import forward_cam
 from inetseg.attention.excitation import googlenet_excitation
 from inetseg.attention.fusion import fuse
+from inetseg.attention.objectness import boundary_objectness
 from inetseg.attention.trimap import trimap
 from inetseg.train.data import normalise
 
@@ -30,6 +31,7 @@ class Method:
     segment_sigma: float = 0.8
     segment_min_size: int = 20
     trimap: bool = True  # Eqn 10; off: object above delta_background, background elsewhere, nothing ignored
+    objectness: float = 0.0  # weight of the boundary-connectivity objectness fused in before Eqn 9 (0 = the paper)
     delta_object: float = 0.65
     delta_background: float = 0.5
 
@@ -61,9 +63,15 @@ def attention_maps(model: torch.nn.Module, images: list[np.ndarray], labels: np.
 
 
 def pseudo_label(att: np.ndarray, rgb: np.ndarray, label: int, method: Method) -> tuple[np.ndarray, np.ndarray]:
-    """(mask, final attention): Eqn 9 smoothing over segments of rgb, then Eqn 10 (or one cut)."""
-    if method.smoothing:
+    """(mask, final attention): [objectness fused in], Eqn 9 smoothing over segments of rgb, then Eqn 10
+    (or one cut)."""
+    seg = None
+    if method.smoothing or method.objectness > 0:
         seg = smoothing.segments(rgb, method.segment_scale, method.segment_sigma, method.segment_min_size)
+    if method.objectness > 0:  # a weighted mean of two [0, 1] maps, back to a peak of 1 for Eqn 10
+        obj = boundary_objectness(rgb, seg)
+        att = smoothing.renormalise((att + method.objectness * obj) / (1.0 + method.objectness))
+    if method.smoothing:
         att = smoothing.renormalise(smoothing.smooth(att, seg))
     if method.trimap:
         mask = trimap(att, label, method.delta_object, method.delta_background)

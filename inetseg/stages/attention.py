@@ -36,7 +36,7 @@ def method_of(cfg: C.AttentionConfig) -> Method:
     return Method(maps=cfg.maps, lambda1=cfg.lambda1, lambda2=cfg.lambda2, cam_norm=cfg.cam_norm, eb_bias=cfg.eb_bias,
                   smoothing=cfg.smoothing, segment_scale=cfg.segment_scale, segment_sigma=cfg.segment_sigma,
                   segment_min_size=cfg.segment_min_size, trimap=cfg.trimap, delta_object=cfg.delta_object,
-                  delta_background=cfg.delta_background)
+                  delta_background=cfg.delta_background, objectness=cfg.objectness)
 
 
 class PseudoLabeler:
