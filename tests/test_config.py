@@ -76,3 +76,9 @@ def test_classifier_from_filter_starts_from_the_last_round():
         load_config("demo", None, ["classifier_from_filter=true", "filter.mode=oof"])
     with pytest.raises(C.ConfigError, match="classifier_from_filter"):
         load_config("demo", None, ["classifier_from_filter=true", "filter.rounds=0"])
+
+
+def test_run_seed_reaches_every_stage_left_at_zero():
+    cfg = load_config("demo", None, ["seed=3", "segmenter.seed=7"])
+    assert (cfg.synth.seed, cfg.classifier.seed, cfg.filter.train.seed, cfg.segmenter.seed) == (3, 3, 3, 7)
+    assert load_config("demo").classifier.seed == 0
