@@ -286,7 +286,7 @@ class PipelineConfig:
     # (filter.mode=paper): the rounds already trained it on (nearly) the same images, so fewer epochs reach
     # further. Beyond the paper; on by the real preset, where 2.4k photos leave a from-scratch net weak.
     classifier_from_filter: bool = False
-    seed: int = 0
+    seed: int = 0  # the run's seed: every stage seed left at 0 takes it (repeat a run over seeds with seed=1, 2, ...)
     synth: SynthConfig = field(default_factory=SynthConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)

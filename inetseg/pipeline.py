@@ -19,6 +19,8 @@ def resolve_paths(cfg: C.PipelineConfig) -> C.PipelineConfig:
     """Fill every empty stage path from cfg.out, so stages chain through one output root."""
     out = storage.absolute(cfg.out)
     cfg.out = out
+    for stage in (cfg.synth, cfg.classifier, cfg.filter.train, cfg.segmenter):
+        stage.seed = stage.seed or cfg.seed
     j = lambda *p: storage.join(out, *p)  # noqa: E731 - a local shorthand
     corpus = cfg.synth.out or j("corpus")
     cfg.synth.out = corpus
