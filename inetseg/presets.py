@@ -47,6 +47,10 @@ REAL.update({
     # it the rounds' epochs too (real-dev, masked training photos: pseudo-label mIoU 29.7 % from round 3's
     # 24-epoch model, 32.9 % from a 25-epoch model on the filtered photos).
     "classifier_from_filter": True,
+    # ... and even so its attention falls on walls and grass as often as on the animal. An unsupervised
+    # objectness prior (boundary connectivity) averaged in with equal weight: pseudo-label mIoU on the
+    # masked training photos 32.9 % -> 53.2 % (precision 53 -> 72 %); chosen there, reported on the test split.
+    "attention": {**DEMO["attention"], "objectness": 1.0},
     # Test-time flip, and one object class per photo (every pseudo label holds one class: the tag).
     "predict": {**DEMO["predict"], "flip": True, "one_class": True},
 })
