@@ -73,7 +73,7 @@ def plan_split(source: str, test_fraction: float = 0.2, distractors: str = "", d
         pool = sorted(_photos(distractors), key=lambda p: split_key(os.path.basename(p), "distractor" + salt))
         need = distractors_per_tag * len(split.classes)
         if len(pool) < need:
-            raise ValueError(f"{distractors} holds {len(pool)} photos, {need} needed")
+            raise FileNotFoundError(f"{distractors} holds {len(pool)} photos, {need} needed")
         for i, tag in enumerate(split.classes):  # each distractor goes to exactly one tag
             split.distractors[tag] = pool[i * distractors_per_tag:(i + 1) * distractors_per_tag]
     return split

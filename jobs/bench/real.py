@@ -46,6 +46,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--distractors", default="", help="a folder of off-topic photos mixed into the tag folders")
     p.add_argument("--distractors-per-tag", type=int, default=0)
     p.add_argument("--no-oracle", action="store_true", help="skip the segmenter trained on true masks")
+    p.add_argument("--seeds", default="0", help="comma-separated run seeds: one whole run each, spread reported "
+                                                "(the split stays; the oracle and baselines use the first run)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline keys, as for full_pipeline.py")
     return p.parse_args(argv)
 
@@ -117,6 +119,35 @@ def oracle(cfg: C.PipelineConfig, truth: dict[str, dict], work: str) -> dict:
             "images": shards.count_rows(pseudo)}
 
 
+def write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+SEED_KEYS = ("miou", "miou_no_crf", "per_class_iou", "pseudo_label_miou", "pseudo_label_precision", "run_dir")
+
+
+def run_seed(args: argparse.Namespace, split: tagged.Split, dirs: dict, truth: dict, work: str,
+             seed: int) -> tuple[C.PipelineConfig, dict]:
+    """One whole pipeline run with `seed` (its own folder) and its figures on the test split."""
+    out = os.path.join(work, "run" if seed == 0 else f"run-seed{seed}")
+    overrides = [f"source={dirs['train']}", f"test={dirs['test']}", f"out={out}", f"seed={seed}",
+                 f"ingest.classes={','.join(split.classes)}", *args.overrides]
+    cfg = pipeline.load_config(args.preset, args.config, overrides)
+    summary = pipeline.run(cfg)
+    pseudo_q = audit.pseudo_label_quality(cfg.attention.out, {k: v for k, v in truth.items() if v["mask"]},
+                                          split.classes)
+    return cfg, {
+        "miou": summary["miou"], "miou_no_crf": summary["miou_no_crf"],
+        "per_class_iou": summary["per_class_iou"], "pixel_accuracy": summary["pixel_accuracy"],
+        "pseudo_label_miou": pseudo_q["miou"], "pseudo_label_precision": pseudo_q["precision"],
+        "pseudo_label_ignored": pseudo_q["ignored"], "pseudo_label_per_class_iou": pseudo_q["per_class_iou"],
+        "pseudo_label_images_measured": pseudo_q["images"], "background_miou": summary["baseline_miou"],
+        "counts": summary["counts"], "seconds": summary["seconds"], "run_dir": cfg.out,
+    }
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -127,26 +158,24 @@ def main(argv: list[str]) -> int:
     log.info("real bench: %d training photos (+%d distractors), %d test photos, classes %s",
              sum(map(len, split.train.values())), sum(map(len, split.distractors.values())), len(split.test),
              split.classes)
-    overrides = [f"source={dirs['train']}", f"test={dirs['test']}", f"out={os.path.join(work, 'run')}",
-                 f"ingest.classes={','.join(split.classes)}", *args.overrides]
-    cfg = pipeline.load_config(args.preset, args.config, overrides)
-    summary = pipeline.run(cfg)
+    seeds = [int(x) for x in args.seeds.split(",")]
     truth = training_truth(split, dirs["train"])
-    pseudo_q = audit.pseudo_label_quality(cfg.attention.out, {k: v for k, v in truth.items() if v["mask"]},
-                                          split.classes)
-    result = {
-        "source": os.path.abspath(args.source), "preset": args.preset, "overrides": args.overrides,
-        "test_images": len(split.test), "train_images": sum(map(len, split.train.values())),
-        "distractors": sum(map(len, split.distractors.values())),
-        "miou": summary["miou"], "miou_no_crf": summary["miou_no_crf"],
-        "per_class_iou": summary["per_class_iou"], "pixel_accuracy": summary["pixel_accuracy"],
-        "pseudo_label_miou": pseudo_q["miou"], "pseudo_label_precision": pseudo_q["precision"],
-        "pseudo_label_ignored": pseudo_q["ignored"], "pseudo_label_per_class_iou": pseudo_q["per_class_iou"],
-        "pseudo_label_images_measured": pseudo_q["images"],
-        "background_miou": summary["baseline_miou"],
-        "centre_prior_miou": centre_prior_miou(split)["miou"],
-        "counts": summary["counts"], "seconds": summary["seconds"], "run_dir": cfg.out,
-    }
+    centre = centre_prior_miou(split)["miou"]
+    runs: list[tuple[C.PipelineConfig, dict]] = []
+    for seed in seeds:  # the JSON is rewritten after every run: a long multi-seed bench keeps what it measured
+        runs.append(run_seed(args, split, dirs, truth, work, seed))
+        cfg, first = runs[0]
+        result = {
+            "source": os.path.abspath(args.source), "preset": args.preset, "overrides": args.overrides,
+            "test_images": len(split.test), "train_images": sum(map(len, split.train.values())),
+            "distractors": sum(map(len, split.distractors.values())), **first, "centre_prior_miou": centre,
+            "seeds": [{"seed": s, **{k: r[k] for k in SEED_KEYS}} for s, (_, r) in zip(seeds, runs)],
+            "complete": False,
+        }
+        for key in ("miou", "miou_no_crf", "pseudo_label_miou"):
+            values = [r[key] for _, r in runs]
+            result[f"{key}_over_seeds"] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
+        write_json(args.out, result)
     if split.distractors:
         result["filter_quality"] = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth)
     if not args.no_oracle:
@@ -155,12 +184,15 @@ def main(argv: list[str]) -> int:
         result.update({"oracle_miou": orc["miou"], "oracle_per_class_iou": orc["per_class_iou"],
                        "oracle_train_images": orc["images"], "oracle_seconds": round(time.time() - t1, 1)})
     result["total_seconds"] = round(time.time() - t0, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    result["complete"] = True
+    write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if "miou" in k}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (FileNotFoundError, C.ConfigError) as e:  # a user mistake: one line, no traceback
+        print(f"real.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
