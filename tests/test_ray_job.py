@@ -35,12 +35,39 @@ def head(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     start = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port),
              "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
-             f"--temp-dir={temp}", "--disable-usage-stats"]
+             f"--temp-dir={temp}", "--disable-usage-stats",
+             # Ports of its own for the per-node agents: the defaults (52365, ...) may be held by another
+             # Ray on this machine, and then the job agent never comes up ("No available agent").
+             *(f"--{flag}={_free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                       "metrics-export-port", "runtime-env-agent-port",
+                                                       "ray-client-server-port"))]
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_head(temp)
+
+
+def stop_head(temp) -> None:
+    """SIGKILL this test's Ray only: the processes whose command line names its temp dir, and their children.
+
+    Not `ray stop --force`: that kills every Ray on the machine, a user's cluster or a benchmark too.
+    """
+    import psutil
+
+    family = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(temp) in arg for arg in proc.info["cmdline"] or []):
+            try:
+                family += [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+    for proc in family:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
 
 
 def test_job_submit_runs_the_pipeline(head, tmp_path):
