@@ -97,11 +97,11 @@ def read_classes(folder: str) -> list[str] | None:
     for where in (folder, posixpath.dirname(folder)):
         path = storage.join(where, "classes.json")
         if storage.exists(path):
-            return _parse_classes(path)
+            return parse_classes(path)
     return None
 
 
-def _parse_classes(path: str) -> list[str]:
+def parse_classes(path: str) -> list[str]:
     """The class list of one classes.json (a leading 'background' is dropped: ids start at 1)."""
     try:
         data = json.loads(storage.read_text(path))

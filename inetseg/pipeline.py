@@ -86,6 +86,7 @@ def check_sources(cfg: C.PipelineConfig) -> list[str]:
     must hold image/mask pairs and a classes.json whose names are the run's classes in the same order
     (mask ids 1..K are positions in that list, so a different order would score the wrong classes).
     """
+    from inetseg import evalsets
     from inetseg.stages import ingest
 
     _, classes = ingest.list_source(cfg.ingest.source, list(cfg.ingest.classes))
@@ -99,8 +100,7 @@ def check_sources(cfg: C.PipelineConfig) -> list[str]:
     if not storage.exists(listed):
         raise FileNotFoundError(f"test folder {cfg.test} has no classes.json naming its mask ids "
                                 f"(expected {json.dumps(classes)})")
-    test_classes = storage.read_json(listed)
-    test_classes = list(test_classes["classes"] if isinstance(test_classes, dict) else test_classes)
+    test_classes = evalsets.parse_classes(listed)
     if test_classes != classes:
         raise C.ConfigError(f"test folder classes {test_classes} differ from the source's classes {classes}; "
                             "set ingest.classes=... in the test folder's order, or fix its classes.json")

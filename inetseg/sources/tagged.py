@@ -14,7 +14,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+from inetseg import evalsets
+from inetseg.imaging import IMAGE_SUFFIXES
 
 
 def split_key(name: str, salt: str = "") -> float:
@@ -35,11 +36,10 @@ class Split:
 
 
 def _read_classes(source: str) -> list[str]:
+    """classes.json's names (the mask ids' order), else the tag folders sorted."""
     path = os.path.join(source, "classes.json")
     if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)
-        return list(data["classes"] if isinstance(data, dict) else data)
+        return evalsets.parse_classes(path)
     return sorted(d for d in os.listdir(os.path.join(source, "images"))
                   if os.path.isdir(os.path.join(source, "images", d)))
 

@@ -54,11 +54,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def training_truth(split: tagged.Split, train_dir: str) -> dict[str, dict]:
     """Row id -> {'mask' PNG bytes} for masked training photos and {'noise'} for distractors (measurement only)."""
-    from inetseg.stages.ingest import list_source
+    from inetseg.stages.ingest import list_source, row_id
 
     items, _ = list_source(train_dir, split.classes)
     by_name = {(it["tag"], os.path.basename(it["source"])): it["source"] for it in items}
-    from inetseg.stages.ingest import row_id
 
     truth: dict[str, dict] = {}
     for tag, photos in split.train.items():
