@@ -549,5 +549,8 @@ def validate(obj: Any, prefix: str = "") -> None:
         _check(len(obj.classes) == len(set(obj.classes)), f"{p}classes must not repeat a name")
     elif isinstance(obj, PipelineConfig):
         _check(obj.num_cpus >= 0, f"{p}num_cpus must be >= 0")
+        _check(not (obj.evaluate.pred or obj.evaluate.gt),
+               f"{p}evaluate.pred / evaluate.gt score mask files with `inetseg evaluate`; the pipeline scores its own "
+               "predictions (give test=DIR instead)")
         _check(not obj.classifier_from_filter or (obj.filter.rounds > 0 and obj.filter.mode == "paper"),
                f"{p}classifier_from_filter needs filter.rounds > 0 and filter.mode=paper (one model per round)")

@@ -82,3 +82,8 @@ def test_run_seed_reaches_every_stage_left_at_zero():
     cfg = load_config("demo", None, ["seed=3", "segmenter.seed=7"])
     assert (cfg.synth.seed, cfg.classifier.seed, cfg.filter.train.seed, cfg.segmenter.seed) == (3, 3, 3, 7)
     assert load_config("demo").classifier.seed == 0
+
+
+def test_pipeline_refuses_file_evaluation_keys():
+    with pytest.raises(C.ConfigError, match="evaluate.pred"):
+        load_config("demo", None, ["evaluate.pred=/p", "evaluate.gt=/g"])
