@@ -166,13 +166,26 @@ def stage_fingerprint(cfg: Any, *inputs: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def run_stage(name: str, path: str, fingerprint: str, resume: bool, body: Callable[[], dict]) -> dict:
-    """Skip a finished stage (same config) or run `body` into a fresh folder and mark it complete."""
+def run_stage(name: str, path: str, fingerprint: str, resume: bool, body: Callable[[], dict],
+              keep_partial: bool = False) -> dict:
+    """The one resume mechanism: skip a finished stage (same fingerprint) or run `body` and mark `path` complete.
+
+    keep_partial=False: the folder is emptied first (the body writes it whole).
+    keep_partial=True: a stage that resumes inside itself (finished shards, finished rounds) keeps what an
+    interrupted run left; only a stale completion marker is removed, so a crash mid-body never leaves the
+    folder looking finished. With resume=False the folder is emptied either way.
+    """
     if resume and shards.is_complete(path, fingerprint):
         log.info("%s: reusing finished output at %s", name, path)
         meta = shards.read_marker(path)
         meta["reused"] = True
         return meta
-    shards.prepare(path)
+    if keep_partial and resume:
+        storage.makedirs(path)
+        marker = storage.join(path, shards.SUCCESS)
+        if storage.exists(marker):
+            storage.delete_file(marker)
+    else:
+        shards.prepare(path)
     meta = body()
     return shards.mark_complete(path, fingerprint, meta)
