@@ -1,7 +1,11 @@
 """The paper's noise-filtering rules (Eqn 13-15) as pure functions over classifier scores."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from inetseg import storage
 
 
 def tag_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,3 +55,8 @@ def fold_of(ids, folds: int) -> np.ndarray:
 
     return np.array([int.from_bytes(hashlib.blake2b(f"fold:{i}".encode(), digest_size=8).digest(), "little") % folds
                      for i in ids], dtype=np.int64)
+
+
+def filtered_images(cfg: Any) -> str:
+    """Where a filter config's surviving images end up: the last round's images/, or its input when rounds = 0."""
+    return storage.join(cfg.out, f"round{cfg.rounds}", "images") if cfg.rounds else cfg.images

@@ -8,53 +8,9 @@ import time
 from typing import Any, Callable
 
 from inetseg import config as C
-from inetseg import storage
+from inetseg import registry, storage
 
 log = logging.getLogger("inetseg")
-
-STAGES = ("synth", "ingest", "filter", "classifier", "attention", "segmenter", "predict", "crf", "evaluate")
-
-
-def resolve_paths(cfg: C.PipelineConfig) -> C.PipelineConfig:
-    """Fill every empty stage path from cfg.out, so stages chain through one output root."""
-    out = storage.absolute(cfg.out)
-    cfg.out = out
-    for stage in (cfg.synth, cfg.classifier, cfg.filter.train, cfg.segmenter):
-        stage.seed = stage.seed or cfg.seed
-    j = lambda *p: storage.join(out, *p)  # noqa: E731 - a local shorthand
-    corpus = cfg.synth.out or j("corpus")
-    cfg.synth.out = corpus
-    if cfg.source == "synth":
-        cfg.ingest.source = cfg.ingest.source or storage.join(corpus, "search")
-        cfg.test = cfg.test or storage.join(corpus, "test")
-    else:
-        cfg.ingest.source = cfg.ingest.source or cfg.source
-    cfg.ingest.out = cfg.ingest.out or j("images")
-    cfg.filter.images = cfg.filter.images or cfg.ingest.out
-    cfg.filter.out = cfg.filter.out or j("filter")
-    # The paper's order: filter rounds (each with its own classifier), then the final classifier on what
-    # survived; its attention makes the pseudo labels.
-    filtered = storage.join(cfg.filter.out, f"round{cfg.filter.rounds}", "images") if cfg.filter.rounds \
-        else cfg.filter.images
-    cfg.classifier.images = cfg.classifier.images or filtered
-    cfg.classifier.out = cfg.classifier.out or j("classifier")
-    if cfg.classifier_from_filter and not cfg.classifier.init_from:
-        cfg.classifier.init_from = storage.join(cfg.filter.out, f"round{cfg.filter.rounds}", "classifier")
-    cfg.attention.images = cfg.attention.images or filtered
-    cfg.attention.model = cfg.attention.model or cfg.classifier.out
-    cfg.attention.out = cfg.attention.out or j("pseudo")
-    cfg.segmenter.pseudo = cfg.segmenter.pseudo or cfg.attention.out
-    cfg.segmenter.model = cfg.segmenter.model or cfg.classifier.out
-    cfg.segmenter.out = cfg.segmenter.out or j("segmenter")
-    cfg.predict.test = cfg.predict.test or j("test")
-    cfg.predict.model = cfg.predict.model or cfg.segmenter.out
-    cfg.predict.out = cfg.predict.out or j("predictions")
-    cfg.crf.predictions = cfg.crf.predictions or cfg.predict.out
-    cfg.crf.out = cfg.crf.out or j("crf")
-    cfg.evaluate.predictions = cfg.evaluate.predictions or (cfg.crf.out if cfg.crf.enabled else cfg.predict.out)
-    cfg.evaluate.out = cfg.evaluate.out or j("eval")
-    return cfg
-
 
 def load_config(preset: str = "demo", config_file: str | None = None,
                 overrides: list[str] | None = None) -> C.PipelineConfig:
@@ -76,7 +32,7 @@ def load_config(preset: str = "demo", config_file: str | None = None,
         # a crawl-sized run.
         raise C.ConfigError(f"preset '{preset}' is for real photos: give source=DIR (a folder per tag, a "
                             "crawl folder or manifest.parquet); the synthetic corpus is for --preset demo")
-    return resolve_paths(cfg)
+    return registry.resolve(cfg)
 
 
 def check_sources(cfg: C.PipelineConfig) -> list[str]:
@@ -123,10 +79,9 @@ class _Timer:
 
 
 def run(cfg: C.PipelineConfig) -> dict:
-    """Run every stage under Ray with MLflow tracking; writes and returns <out>/summary.json."""
-    from inetseg import audit, report
-    from inetseg.sources import synth
-    from inetseg.stages import attention, classifier, common, crf, evaluate, filter, ingest, predict, segmenter
+    """Run the registry's stages in order under Ray, each in its own MLflow nested run; writes and returns
+    <out>/summary.json."""
+    from inetseg.stages.common import ensure_ray
     from inetseg.tracking import Tracker
 
     if cfg.source != "synth":
@@ -137,75 +92,44 @@ def run(cfg: C.PipelineConfig) -> dict:
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(local_out), cfg.experiment)
     run_id = tracker.start_parent(cfg.run_name or f"inetseg-{time.strftime('%Y%m%d-%H%M%S')}",
                                   C.flatten(C.to_dict(cfg)))
-    timer, counts, summary = _Timer(), {}, {}
+    timer, counts, results = _Timer(), {}, {}
+    classes: list[str] = []
     try:
-        common.ensure_ray(cfg.ray_address, cfg.num_cpus)
-        if cfg.source == "synth":
-            with tracker.stage("synth", C.flatten(C.to_dict(cfg.synth))) as st:
-                meta = timer.run("synth", lambda: synth.generate(cfg.synth, cfg.synth.out))
+        ensure_ray(cfg.ray_address, cfg.num_cpus)
+        for stage in registry.stages_of(cfg):
+            scfg = getattr(cfg, stage.name)
+            if classes and hasattr(scfg, "classes") and not scfg.classes:
+                scfg.classes = list(classes)  # the run's classes, from the first stage that named them
+            with tracker.stage(stage.name, C.flatten(C.to_dict(scfg))) as st:
+                meta = timer.run(stage.name, lambda: stage.function()(scfg, cfg.resume))
+                for metrics, step in stage.metrics(meta):
+                    st.log_metrics(metrics, step=step)
                 st.log_json("summary.json", meta)
-            classes = storage.read_json(storage.join(cfg.synth.out, "classes.json"))["classes"]
-            cfg.ingest.classes = cfg.ingest.classes or classes
-        with tracker.stage("ingest", C.flatten(C.to_dict(cfg.ingest))) as st:
-            meta = timer.run("ingest", lambda: ingest.run(cfg.ingest, cfg.resume))
-            classes = meta["classes"]
-            if cfg.test:
-                ingest.ingest_test(cfg.test, cfg.predict.test, classes, cfg.resume)
-            counts["ingested"], counts["ingest_failed"] = meta["ok"], meta["total"] - meta["ok"]
-            st.log_metrics({"ok": meta["ok"], "total": meta["total"]})
-            st.log_json("summary.json", meta)
-        with tracker.stage("filter", C.flatten(C.to_dict(cfg.filter))) as st:
-            meta = timer.run("filter", lambda: filter.run(cfg.filter, cfg.resume))
-            counts["filtered"] = meta["kept"]
-            st.log_metrics({"in": meta["in"], "kept": meta["kept"], "dropped": meta["dropped"]})
-            for rnd in meta["rounds"]:  # each round's counts, overall and per tag, as a step series
-                st.log_metrics({"round_in": rnd["in"], "round_kept": rnd["kept"], "round_dropped": rnd["dropped"],
-                                **{f"kept_{t}": c["kept"] for t, c in rnd["per_tag"].items()},
-                                **{f"in_{t}": c["in"] for t, c in rnd["per_tag"].items()}}, step=rnd["round"])
-            st.log_json("summary.json", meta)
-        with tracker.stage("classifier", C.flatten(C.to_dict(cfg.classifier))) as st:
-            meta = timer.run("classifier", lambda: classifier.run(cfg.classifier, cfg.resume))
-            for i, row in enumerate(meta.get("history", [])):
-                st.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=i)
-            st.log_json("summary.json", meta)
-        with tracker.stage("attention", C.flatten(C.to_dict(cfg.attention))) as st:
-            meta = timer.run("attention", lambda: attention.run(cfg.attention, cfg.resume))
-            counts["pseudo_labelled"] = meta["images"]
-            st.log_metrics({k: meta[k] for k in ("images", "mean_ignored", "mean_foreground")})
-            st.log_json("summary.json", meta)
-        with tracker.stage("segmenter", C.flatten(C.to_dict(cfg.segmenter))) as st:
-            meta = timer.run("segmenter", lambda: segmenter.run(cfg.segmenter, cfg.resume))
-            for i, row in enumerate(meta.get("history", [])):
-                st.log_metrics({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=i)
-            st.log_json("summary.json", meta)
-        if not cfg.test:
-            summary = build_summary(None, None, None, counts, timer.seconds, run_id, classes)
-            return _finish(cfg, tracker, summary, None)
-        with tracker.stage("predict", C.flatten(C.to_dict(cfg.predict))) as st:
-            meta = timer.run("predict", lambda: predict.run(cfg.predict, cfg.resume))
-            counts["test_images"] = meta["images"]
-            st.log_json("summary.json", meta)
-        if cfg.crf.enabled:
-            with tracker.stage("crf", C.flatten(C.to_dict(cfg.crf))) as st:
-                meta = timer.run("crf", lambda: crf.run(cfg.crf, cfg.resume))
-                st.log_json("summary.json", meta)
-        with tracker.stage("evaluate", C.flatten(C.to_dict(cfg.evaluate))) as st:
-            extra = {"no_crf": cfg.predict.out} if cfg.crf.enabled else {}
-            result = timer.run("evaluate", lambda: evaluate.run(cfg.evaluate, classes, cfg.resume, extra))
-            pseudo_q = filter_q = None
-            if cfg.source == "synth":  # measurement only: the hidden truth never feeds a stage
-                truth = audit.load_truth(cfg.synth.out)
-                pseudo_q = audit.pseudo_label_quality(cfg.attention.out, truth, classes)
-                filter_q = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth)
-            grid = report.grid_png(cfg, classes, cfg.evaluate.grid_images)
-            st.log_artifact_bytes("grid.png", grid)
-            storage.write_bytes(storage.join(cfg.out, "grid.png"), grid)
-            summary = build_summary(result, pseudo_q, filter_q, counts, timer.seconds, run_id, classes)
-            st.log_metrics({"miou": summary["miou"], "baseline_miou": summary["baseline_miou"]})
+            counts.update(stage.counts(meta))
+            classes = classes or list(meta.get("classes") or [])
+            results[stage.name] = meta
+        if "evaluate" not in results:
+            return _finish(cfg, tracker, build_summary(None, None, None, counts, timer.seconds, run_id, classes), None)
+        summary, grid = _score(cfg, results["evaluate"], counts, timer.seconds, run_id, classes)
         return _finish(cfg, tracker, summary, grid)
     except BaseException:
         tracker.end("FAILED")
         raise
+
+
+def _score(cfg: C.PipelineConfig, result: dict, counts: dict, seconds: dict, run_id: str,
+           classes: list[str]) -> tuple[dict, bytes]:
+    """The summary of a scored run and its picture grid (with the synthetic corpus's hidden-truth audit)."""
+    from inetseg import audit, report
+
+    pseudo_q = filter_q = None
+    if cfg.source == "synth":  # measurement only: the hidden truth never feeds a stage
+        truth = audit.load_truth(cfg.synth.out)
+        pseudo_q = audit.pseudo_label_quality(cfg.attention.out, truth, classes)
+        filter_q = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth)
+    grid = report.grid_png(cfg, classes, cfg.evaluate.grid_images)
+    storage.write_bytes(storage.join(cfg.out, "grid.png"), grid)
+    return build_summary(result, pseudo_q, filter_q, counts, seconds, run_id, classes), grid
 
 
 def _finish(cfg: C.PipelineConfig, tracker: Any, summary: dict, grid: bytes | None) -> dict:
@@ -229,7 +153,7 @@ def build_summary(result: dict | None, pseudo_q: dict | None, filter_q: dict | N
         "miou": result["miou"],
         "per_class_iou": result["per_class_iou"],
         "pixel_accuracy": result["pixel_accuracy"],
-        "miou_no_crf": result.get("no_crf", {}).get("miou"),
+        "miou_no_crf": (result.get("before_crf") or {}).get("miou"),
         "baseline_miou": result["baseline"]["miou"],
         "pseudo_label_miou": pseudo_q["miou"] if pseudo_q else None,
         "pseudo_label_precision": pseudo_q["precision"] if pseudo_q else None,

@@ -6,6 +6,9 @@ order, 255 = ignore. A failed row is data (`status` != 'ok', `error` says why), 
 """
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pyarrow as pa
 
 IGNORE = 255  # label value that losses and metrics skip
@@ -92,17 +95,15 @@ PREDICTIONS = pa.schema([
     ("width", pa.int32()),
 ])
 
-TABLES = {"manifest": MANIFEST, "images": IMAGES, "duplicates": DUPLICATES, "scores": SCORES, "pseudo": PSEUDO, "test": TEST, "predictions": PREDICTIONS}
 
 
-def empty(schema: pa.Schema) -> pa.Table:
-    """A zero-row table of `schema` (so an empty stage still writes a readable table)."""
-    return schema.empty_table()
+def encode_probs(probs: np.ndarray) -> bytes:
+    """The PREDICTIONS probs column: a (K+1, h, w) array as .npy bytes."""
+    buf = io.BytesIO()
+    np.save(buf, probs, allow_pickle=False)
+    return buf.getvalue()
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Select and cast `table`'s columns to `schema`, failing loudly on a missing column."""
-    missing = [n for n in schema.names if n not in table.column_names]
-    if missing:
-        raise ValueError(f"table lacks columns {missing} of its declared schema")
-    return table.select(schema.names).cast(schema)
+def decode_probs(data: bytes) -> np.ndarray:
+    """The array encode_probs stored."""
+    return np.load(io.BytesIO(data), allow_pickle=False)

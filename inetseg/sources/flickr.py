@@ -248,3 +248,9 @@ def crawl(cfg: CrawlConfig, progress: bool = True, sleep: Callable[[float], None
             "seconds": round(time.time() - t0, 2), "tags": list(cfg.tags), **stats}
     storage.write_json(storage.join(cfg.out, "crawl.json"), meta)
     return meta
+
+
+def run(cfg: CrawlConfig, resume: bool = True) -> dict:
+    """The stage entry (registry): a crawl always resumes from its cursor; resume=False is not offered for it
+    (finished windows cost API calls, which are rate-limited: delete the folder to start over)."""
+    return crawl(cfg)

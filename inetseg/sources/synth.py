@@ -226,3 +226,11 @@ def generate(cfg: SynthConfig, out: str, progress: bool = True) -> dict:
                "seconds": round(time.time() - t0, 2)}
     storage.write_json(marker, summary)
     return summary
+
+
+def run(cfg: SynthConfig, resume: bool = True) -> dict:
+    """The stage entry (registry): generate into cfg.out; resume=False renders the corpus again."""
+    marker = storage.join(cfg.out, "_SUCCESS")
+    if not resume and storage.exists(marker):
+        storage.delete_file(marker)
+    return generate(cfg, cfg.out)

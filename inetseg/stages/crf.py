@@ -10,7 +10,6 @@ from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.crf import crf_labels
 from inetseg.stages.common import read_stage, run_stage, stage_fingerprint, write_stage
-from inetseg.stages.predict import npy_load
 
 log = logging.getLogger("inetseg")
 
@@ -20,7 +19,7 @@ def _refine(batch: dict, cfg: C.CRFConfig) -> pa.Table:
     preds = []
     for img_bytes, probs in zip(batch["image"], batch["probs"]):
         image = imaging.decode_rgb(img_bytes)
-        preds.append(imaging.encode_png(crf_labels(image, npy_load(probs).astype("float32"), cfg)))
+        preds.append(imaging.encode_png(crf_labels(image, schema.decode_probs(probs).astype("float32"), cfg)))
     return pa.Table.from_pydict({
         "id": list(batch["id"]), "image": list(batch["image"]), "gt": list(batch["gt"]), "pred": preds,
         "probs": [None] * len(preds), "height": list(batch["height"]), "width": list(batch["width"]),

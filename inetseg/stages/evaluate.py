@@ -6,11 +6,10 @@ import logging
 import time
 
 import numpy as np
-
-from inetseg import config as C
 import ray
 
-from inetseg import evalsets, masks, metrics, shards, storage, viz
+from inetseg import config as C
+from inetseg import evalsets, masks, metrics, registry, shards, storage, viz
 from inetseg.stages.common import read_stage, run_stage, stage_fingerprint
 
 log = logging.getLogger("inetseg")
@@ -44,34 +43,34 @@ def confusion(predictions: str, num_classes: int) -> tuple[np.ndarray, np.ndarra
     return cm, base
 
 
-def run(cfg: C.EvaluateConfig, classes: list[str] | None = None, resume: bool = True, extra: dict | None = None) -> dict:
-    """Score cfg.predictions; writes cfg.out/metrics.json and returns it with the marker fields.
+def run(cfg: C.EvaluateConfig, resume: bool = True) -> dict:
+    """Score cfg.predictions (and cfg.before_crf alongside, when set); writes cfg.out/metrics.json and returns
+    it with the marker fields. With cfg.pred set, scores mask files instead (see run_files).
 
-    `extra` names further prediction tables to score alongside (e.g. {'no_crf': path}).
-    With cfg.pred set, scores mask files instead (see run_files).
+    Classes: cfg.classes, else the ones the predictions table was made with.
     """
     if cfg.pred:
         return run_files(cfg)
     shards.require(cfg.predictions, "predictions")
-    if classes is None:
-        classes = list(shards.read_marker(cfg.predictions).get("classes", []))
-        if not classes:
-            raise FileNotFoundError(f"predictions at {cfg.predictions} do not name their classes")
+    classes = list(cfg.classes) or list(shards.read_marker(cfg.predictions).get("classes", []))
+    if not classes:
+        raise FileNotFoundError(f"predictions at {cfg.predictions} do not name their classes (give classes=...)")
     names = ["background", *classes]
+    also = cfg.before_crf if cfg.before_crf and cfg.before_crf != cfg.predictions else ""
 
     def body() -> dict:
         t0 = time.time()
         cm, base = confusion(cfg.predictions, len(names))
         result = {**metrics.summarize(cm, names), "baseline": metrics.summarize(base, names),
                   "confusion": cm.tolist()}
-        for key, path in (extra or {}).items():
-            result[key] = metrics.summarize(confusion(path, len(names))[0], names)
+        if also:
+            result["before_crf"] = metrics.summarize(confusion(also, len(names))[0], names)
         result["seconds"] = time.time() - t0
         storage.write_json(storage.join(cfg.out, "metrics.json"), result)
         return result
 
-    inputs = [cfg.predictions, *(extra or {}).values()]
-    return run_stage("evaluate", cfg.out, stage_fingerprint(cfg, *inputs), resume, body)
+    return run_stage("evaluate", cfg.out, stage_fingerprint(cfg, *registry.input_paths("evaluate", cfg)), resume,
+                     body)
 
 
 def _batch_pairs(batch: dict, lut: np.ndarray, num_data_ids: int, num_classes: int) -> dict:

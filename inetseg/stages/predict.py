@@ -1,7 +1,6 @@
 """Predict stage: the trained segmenter over a TEST table, in a Ray Data actor pool."""
 from __future__ import annotations
 
-import io
 import logging
 import time
 
@@ -14,17 +13,6 @@ from inetseg.inference import load_segmenter, predict_probs
 from inetseg.stages.common import actor_pool, read_stage, run_stage, stage_fingerprint, set_threads, torch_device, write_stage
 
 log = logging.getLogger("inetseg")
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    """An array as .npy bytes (the probs column)."""
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def npy_load(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 class Predictor:
@@ -42,7 +30,7 @@ class Predictor:
         preds = [imaging.encode_png(p.argmax(0).astype(np.uint8)) for p in probs]
         return pa.Table.from_pydict({
             "id": list(batch["id"]), "image": list(batch["image"]), "gt": list(batch["mask"]),
-            "pred": preds, "probs": [npy_bytes(p.astype(np.float16)) for p in probs],
+            "pred": preds, "probs": [schema.encode_probs(p.astype(np.float16)) for p in probs],
             "height": [im.shape[0] for im in images], "width": [im.shape[1] for im in images],
         }, schema=schema.PREDICTIONS)
 

@@ -18,11 +18,10 @@ import pyarrow as pa
 import ray
 
 from inetseg import config as C
-from inetseg import imaging, masks, photos, shards, storage, viz
+from inetseg import imaging, masks, photos, schema, shards, storage, viz
 from inetseg.crf import crf_labels
 from inetseg.inference import load_segmenter, predict_logits, single_class, upsample_probs
 from inetseg.stages.common import actor_pool, set_threads, torch_device
-from inetseg.stages.predict import npy_bytes
 from inetseg.train import utils
 
 log = logging.getLogger("inetseg")
@@ -151,7 +150,7 @@ class Segmentor:
         cfg = self.cfg
         labels = crf_labels(image, probs, cfg.crf_params) if cfg.crf else probs.argmax(0).astype(np.uint8)
         if cfg.probs:
-            storage.write_bytes(storage.join(cfg.out, PROBS, name + ".npy"), npy_bytes(probs.astype(np.float16)))
+            storage.write_bytes(storage.join(cfg.out, PROBS, name + ".npy"), schema.encode_probs(probs.astype(np.float16)))
         shown = viz.overlay(image, labels, self.names, cfg.overlay_alpha)
         storage.write_bytes(storage.join(cfg.out, OVERLAYS, name + ".jpg"),
                             imaging.encode_jpeg(shown, cfg.jpeg_quality))

@@ -72,8 +72,8 @@ def main() -> int:
     pred = C.from_dict(C.PredictConfig, {**C.to_dict(cfg.predict), "model": seg.out,
                                          "out": os.path.join(oracle, "predictions")})
     predict.run(pred, resume=False)
-    ev = C.EvaluateConfig(predictions=pred.out, out=os.path.join(oracle, "eval"))
-    oracle_result = evaluate.run(ev, classes, resume=False)
+    ev = C.EvaluateConfig(predictions=pred.out, out=os.path.join(oracle, "eval"), classes=classes)
+    oracle_result = evaluate.run(ev, resume=False)
     result = {
         "pipeline_miou_no_crf": summary["miou_no_crf"],
         "pipeline_miou": summary["miou"],

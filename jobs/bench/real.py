@@ -112,8 +112,9 @@ def oracle(cfg: C.PipelineConfig, truth: dict[str, dict], work: str) -> dict:
     pred = C.from_dict(C.PredictConfig, {**C.to_dict(cfg.predict), "model": seg.out,
                                          "out": storage.join(work, "oracle", "predictions")})
     predict.run(pred)
-    ev = C.EvaluateConfig(predictions=pred.out, out=storage.join(work, "oracle", "eval"))
-    result = evaluate.run(ev, cfg.ingest.classes or None)
+    ev = C.EvaluateConfig(predictions=pred.out, out=storage.join(work, "oracle", "eval"),
+                          classes=list(cfg.ingest.classes))
+    result = evaluate.run(ev)
     return {"miou": result["miou"], "per_class_iou": result["per_class_iou"],
             "images": shards.count_rows(pseudo)}
 
