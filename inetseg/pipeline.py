@@ -78,6 +78,15 @@ class _Timer:
         return result
 
 
+def run_one(cfg: C.PipelineConfig, stage: registry.Stage, classes: list[str]) -> dict:
+    """One stage of a run: its section of the config, given the run's classes (from the first stage that
+    named them) when it has a `classes` key left empty."""
+    scfg = getattr(cfg, stage.name)
+    if classes and hasattr(scfg, "classes") and not scfg.classes:
+        scfg.classes = list(classes)
+    return stage.function()(scfg, cfg.resume)
+
+
 def run(cfg: C.PipelineConfig) -> dict:
     """Run the registry's stages in order under Ray, each in its own MLflow nested run; writes and returns
     <out>/summary.json."""
@@ -98,10 +107,8 @@ def run(cfg: C.PipelineConfig) -> dict:
         ensure_ray(cfg.ray_address, cfg.num_cpus)
         for stage in registry.stages_of(cfg):
             scfg = getattr(cfg, stage.name)
-            if classes and hasattr(scfg, "classes") and not scfg.classes:
-                scfg.classes = list(classes)  # the run's classes, from the first stage that named them
             with tracker.stage(stage.name, C.flatten(C.to_dict(scfg))) as st:
-                meta = timer.run(stage.name, lambda: stage.function()(scfg, cfg.resume))
+                meta = timer.run(stage.name, lambda: run_one(cfg, stage, classes))
                 for metrics, step in stage.metrics(meta):
                     st.log_metrics(metrics, step=step)
                 st.log_json("summary.json", meta)

@@ -6,9 +6,8 @@ import pyarrow.parquet as pq
 import torch
 
 from inetseg import imaging, masks, shards, storage, viz
-from inetseg.config import PipelineConfig
-from inetseg.attention.maps import attention_maps, pseudo_label
-from inetseg.stages.attention import method_of
+from inetseg import config as C
+from inetseg.attention.maps import Method, attention_maps, pseudo_label
 from inetseg.stages.filter import load_classifier
 from inetseg.train.data import normalise
 
@@ -26,7 +25,7 @@ def _first_rows(path: str, n: int, columns: list[str]) -> dict[str, list]:
     return {c: v[:n] for c, v in out.items()}
 
 
-def grid_png(cfg: PipelineConfig, classes: list[str], n: int) -> bytes:
+def grid_png(cfg: C.PipelineConfig, classes: list[str], n: int) -> bytes:
     """Rows of test images: the classifier's attention for its top class (no test label is used),
     the trimap of that attention, the final prediction and the ground truth."""
     rows = _first_rows(cfg.evaluate.predictions, n, ["image", "gt", "pred"])
@@ -38,7 +37,7 @@ def grid_png(cfg: PipelineConfig, classes: list[str], n: int) -> bytes:
     x = normalise(np.stack([imaging.resize_square(im, meta["input_size"]) for im in images]))
     with torch.no_grad():
         top = model(torch.from_numpy(x)).argmax(1).numpy() + 1  # 1..K
-    method = method_of(cfg.attention)
+    method = C.subset(Method, cfg.attention)
     maps = attention_maps(model, images, top, cfg.attention.input_size, device, method)
     grid_rows = []
     for im, att, lab, pred, gt in zip(images, maps, top, rows["pred"], rows["gt"]):

@@ -127,19 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.source != "synth":
         ap.error("the ablation scores against the synthetic corpus's hidden masks: needs source=synth")
 
-    from inetseg import audit
-    from inetseg.sources import synth
-    from inetseg.stages import attention, classifier, filter, ingest
+    from inetseg import audit, registry
+    from inetseg.stages import attention
     from inetseg.stages.common import ensure_ray
     from inetseg.tracking import Tracker
 
     ensure_ray(cfg.ray_address, cfg.num_cpus)
-    synth.generate(cfg.synth, cfg.synth.out)
-    classes = storage.read_json(storage.join(cfg.synth.out, "classes.json"))["classes"]
-    cfg.ingest.classes = cfg.ingest.classes or classes
-    ingest.run(cfg.ingest, cfg.resume)
-    filter.run(cfg.filter, cfg.resume)
-    classifier.run(cfg.classifier, cfg.resume)
+    classes: list[str] = []
+    for stage in registry.stages_of(cfg):  # the pipeline's stages up to the classifier (finished ones reused)
+        if stage.name == "attention":
+            break
+        classes = classes or list(pipeline.run_one(cfg, stage, classes).get("classes") or [])
     truth = audit.load_truth(cfg.synth.out)
 
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(cfg.out), cfg.experiment)

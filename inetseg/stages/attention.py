@@ -11,9 +11,6 @@ import pyarrow.compute as pc
 
 from inetseg import config as C
 from inetseg import imaging, schema, shards
-from inetseg.attention.cam import CAM_NORMS
-from inetseg.attention.excitation import BIAS_MODES
-from inetseg.attention.fusion import MAPS
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
 from inetseg.stages.common import (actor_pool, run_stage, set_threads, stage_fingerprint, torch_device,
                                     usable_images, write_stage)
@@ -23,20 +20,8 @@ log = logging.getLogger("inetseg")
 
 
 def method_of(cfg: C.AttentionConfig) -> Method:
-    """The attention model's settings from the stage config (checked: one-line errors)."""
-    if cfg.maps not in MAPS:
-        raise ValueError(f"attention.maps must be one of {MAPS}, got {cfg.maps!r}")
-    if cfg.cam_norm not in CAM_NORMS:
-        raise ValueError(f"attention.cam_norm must be one of {CAM_NORMS}, got {cfg.cam_norm!r}")
-    if cfg.eb_bias not in BIAS_MODES:
-        raise ValueError(f"attention.eb_bias must be one of {BIAS_MODES}, got {cfg.eb_bias!r}")
-    if not cfg.delta_background <= cfg.delta_object:
-        raise ValueError(f"attention: need delta_background <= delta_object, got {cfg.delta_background} > "
-                         f"{cfg.delta_object}")
-    return Method(maps=cfg.maps, lambda1=cfg.lambda1, lambda2=cfg.lambda2, cam_norm=cfg.cam_norm, eb_bias=cfg.eb_bias,
-                  smoothing=cfg.smoothing, segment_scale=cfg.segment_scale, segment_sigma=cfg.segment_sigma,
-                  segment_min_size=cfg.segment_min_size, trimap=cfg.trimap, delta_object=cfg.delta_object,
-                  delta_background=cfg.delta_background, objectness=cfg.objectness)
+    """The attention model's settings: the config's fields of the same names (checked when it was built)."""
+    return C.subset(Method, cfg)
 
 
 class PseudoLabeler:
@@ -73,7 +58,6 @@ def run(cfg: C.AttentionConfig, resume: bool = True) -> dict:
     shards.require(cfg.images, "filtered image shards")
     shards.require(cfg.model, "classifier model")
     classes = list(shards.read_marker(cfg.images)["classes"])
-    method_of(cfg)  # a bad setting fails here, not inside an actor
 
     def body() -> dict:
         t0 = time.time()
