@@ -56,7 +56,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for knob in ("error_rate", "rate_limit_rate", "latency", "truncate_rate", "wrong_type_rate",
                  "garbage_rate", "oversized_rate"):
         ff.add_argument("--" + knob.replace("_", "-"), type=float, default=0.0, dest=knob)
-    for stage in registry.STAGES:
+    for stage in registry.REGISTRY.stages:
         keys = "keys (key=value):\n" + describe_fields(stage.config) if stage.name == command else None
         sp = sub.add_parser(stage.name, help=stage.help, description=stage.description or stage.help,
                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys)

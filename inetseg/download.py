@@ -45,7 +45,7 @@ def check_host(url: str, allow_private: bool) -> None:
     except socket.gaierror as e:
         raise ImageError("dns_error", f"{parts.hostname}: {e}") from None
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
                 or ip.is_unspecified or str(ip) in _METADATA_HOSTS):
             raise ImageError("blocked_host", f"{parts.hostname} -> {ip}")

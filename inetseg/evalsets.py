@@ -120,7 +120,7 @@ def run_classes(pred: str, given: list[str]) -> list[str]:
         raise DataSetError(f"classes={','.join(given)} disagrees with the classes.json of {pred} ({','.join(found)})")
     if not (given or found):
         raise DataSetError(f"no classes.json in {pred} or its parent folder: name the run's classes with classes=a,b,c")
-    return list(given or found)
+    return list(given or found or [])
 
 
 def class_lut(run_classes: list[str], data_classes: list[str], others: str = "background") -> np.ndarray:

@@ -71,9 +71,9 @@ def decode_rgb(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
     if img is None:
         raise ImageError("undecodable", "decoder returned nothing")
     if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+        img = (np.asarray(img) >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        img = cv2.normalize(np.asarray(img, np.float64), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     else:

@@ -23,7 +23,7 @@ def load_config(preset: str = "demo", config_file: str | None = None,
     if config_file:
         data = C.deep_merge(data, C.read_yaml(config_file))
     data = C.deep_merge(data, C.parse_overrides(overrides or []))
-    cfg = C.from_dict(C.PipelineConfig, data)
+    cfg = C.from_dict(registry.REGISTRY.run_config, data)
     if not cfg.source:
         raise C.ConfigError(f"preset '{preset}' needs a real source: source=DIR (a folder per tag, a crawl "
                             "folder or its manifest.parquet), and test=DIR to score the run")

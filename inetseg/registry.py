@@ -74,7 +74,7 @@ class Stage:
         return importlib.import_module(self.run.split(":")[0])
 
 
-def _scored(run: Any) -> bool:
+def scored(run: Any) -> bool:
     """The run has labelled test images (a test folder, or the synthetic corpus's)."""
     return bool(run.test) or run.source == "synth"
 
@@ -95,7 +95,7 @@ STAGES: tuple[Stage, ...] = (
           counts=lambda m: {"ingested": m["ok"], "ingest_failed": m["total"] - m["ok"]}),
     Stage("testset", C.TestSetConfig, "inetseg.stages.testset:run", folder="test",
           help="a labelled test folder (images/, masks/, classes.json) -> the test table (test=DIR out=DIR)",
-          required=(("test", "out"),), inputs={"test": In(("synth.test",), run_key="test")}, enabled=_scored),
+          required=(("test", "out"),), inputs={"test": In(("synth.test",), run_key="test")}, enabled=scored),
     Stage("filter", C.FilterConfig, "inetseg.stages.filter:run", folder="filter",
           help="rounds of train / score / drop noisy images, Eqn 13, 14, 15; paper or out-of-fold (images= out=)",
           required=(("images", "out"),), inputs={"images": In(("ingest",))},
@@ -116,14 +116,14 @@ STAGES: tuple[Stage, ...] = (
           metrics=_history),
     Stage("predict", C.PredictConfig, "inetseg.stages.predict:run", folder="predictions",
           help="run the segmenter over a test table (test= model= out=)", required=(("test", "model", "out"),),
-          inputs={"test": In(("testset",)), "model": In(("segmenter",))}, enabled=_scored,
+          inputs={"test": In(("testset",)), "model": In(("segmenter",))}, enabled=scored,
           counts=lambda m: {"test_images": m["images"]}),
     Stage("crf", C.CRFConfig, "inetseg.stages.crf:run", folder="crf",
           help="dense-CRF refinement of predictions (predictions= out=)", required=(("predictions", "out"),),
-          inputs={"predictions": In(("predict",))}, enabled=lambda run: _scored(run) and run.crf.enabled),
+          inputs={"predictions": In(("predict",))}, enabled=lambda run: scored(run) and run.crf.enabled),
     Stage("evaluate", C.EvaluateConfig, "inetseg.stages.evaluate:run", folder="eval",
           help="mIoU of predictions against their ground truth (predictions= out=, or pred= gt= out=)",
-          required=(("predictions", "out"), ("pred", "gt", "out")), enabled=_scored,
+          required=(("predictions", "out"), ("pred", "gt", "out")), enabled=scored,
           metrics=lambda m: [({"miou": m["miou"], "baseline_miou": m["baseline"]["miou"]}, None)]
           if "baseline" in m else [({"miou": m["miou"]}, None)],
           inputs={"predictions": In(("crf", "predict")), "before_crf": In(("predict",), when="crf")},
@@ -160,21 +160,6 @@ crf=true refines masks with the dense CRF (crf_params.iterations= etc.). A re-ru
 files exist (same model and settings); --no-resume redoes them all. compute.use_gpu=true runs on GPU."""),
 )
 
-BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
-PIPELINE: tuple[Stage, ...] = tuple(s for s in STAGES if s.folder)  # the pipeline's stages, in data-flow order
-
-
-def get(name: str) -> Stage:
-    if name not in BY_NAME:
-        raise C.ConfigError(f"unknown stage '{name}' (choose from {', '.join(BY_NAME)})")
-    return BY_NAME[name]
-
-
-def input_paths(name: str, cfg: Any) -> list[str]:
-    """The stage's declared input paths, as set in `cfg` (what its resume fingerprint hashes)."""
-    return [getattr(cfg, key) for key in get(name).inputs if getattr(cfg, key)]
-
-
 # ---------------------------------------------------------------- the run's config
 
 def _check_run(self: Any, p: str = "") -> None:
@@ -204,16 +189,19 @@ _RUN_FIELDS: list[tuple[str, type, Any]] = [
     ("seed", int, 0),  # the run's seed: every stage seed left at 0 takes it (repeat a run with seed=1, 2, ...)
 ]
 
-PipelineConfig = dataclasses.make_dataclass(
-    "PipelineConfig",
-    [(n, t, field(default=d)) for n, t, d in _RUN_FIELDS]
-    + [(s.name, s.config, field(default_factory=s.config)) for s in PIPELINE],
-    namespace={"validate": _check_run, "__doc__": "The whole run: where it writes, how it tracks, and every "
-                                                  "pipeline stage's settings (a section per stage)."})
-PipelineConfig.__module__ = __name__  # make_dataclass names its caller only from Python 3.12
+def _run_config(pipeline: tuple[Stage, ...]) -> type:
+    """The run's config class: the run-level keys, then a section per pipeline stage."""
+    cls = dataclasses.make_dataclass(
+        "PipelineConfig",
+        [(n, t, field(default=d)) for n, t, d in _RUN_FIELDS]
+        + [(s.name, s.config, field(default_factory=s.config)) for s in pipeline],
+        namespace={"validate": _check_run, "__doc__": "The whole run: where it writes, how it tracks, and every "
+                                                      "pipeline stage's settings (a section per stage)."})
+    cls.__module__ = __name__  # make_dataclass names its caller only from Python 3.12
+    return cls
 
 
-def _product(run: Any, ref: In, present: set[str]) -> str:
+def _product(run: Any, by_name: Mapping[str, Stage], ref: In, present: set[str]) -> str:
     """The path `ref` names in this run ('' when none of its stages runs and it has no run-level key)."""
     if ref.when and ref.when not in present:
         return ""
@@ -224,7 +212,7 @@ def _product(run: Any, ref: In, present: set[str]) -> str:
         name, _, what = product.partition(".")
         if name in present:
             cfg = getattr(run, name)
-            return BY_NAME[name].products[what](cfg) if what else cfg.out
+            return by_name[name].products[what](cfg) if what else cfg.out
     return ""
 
 
@@ -238,22 +226,60 @@ def _seed(cfg: Any, seed: int) -> None:
             setattr(cfg, f.name, seed)
 
 
-def resolve(run: Any) -> Any:
-    """Fill every empty stage path of a run's config: each stage's out under the run's out, each input
-    from the stage that makes it (or the run's source / test). A path the user set is kept."""
-    run.out = storage.absolute(run.out)
-    _seed(run, run.seed)
-    present = {s.name for s in PIPELINE if s.enabled(run)}
-    for stage in PIPELINE:
-        cfg = getattr(run, stage.name)
-        cfg.out = cfg.out or storage.join(run.out, stage.folder)
-        for key, ref in stage.inputs.items():
-            setattr(cfg, key, getattr(cfg, key) or _product(run, ref, present))
-    if run.classifier_from_filter and not run.classifier.init_from:
-        run.classifier.init_from = storage.join(run.filter.out, f"round{run.filter.rounds}", "classifier")
-    return run
+class Registry:
+    """An ordered set of stages and what follows from it: lookup, the run's config class, paths, run order."""
+
+    def __init__(self, stages: Iterable[Stage]):
+        self.stages = tuple(stages)
+        self.by_name = {s.name: s for s in self.stages}
+        self.pipeline = tuple(s for s in self.stages if s.folder)  # pipeline stages, in data-flow order
+        self.run_config = _run_config(self.pipeline)
+
+    def get(self, name: str) -> Stage:
+        if name not in self.by_name:
+            raise C.ConfigError(f"unknown stage '{name}' (choose from {', '.join(self.by_name)})")
+        return self.by_name[name]
+
+    def input_paths(self, name: str, cfg: Any) -> list[str]:
+        """The stage's declared input paths as set in `cfg` (what its resume fingerprint hashes)."""
+        return [getattr(cfg, key) for key in self.get(name).inputs if getattr(cfg, key)]
+
+    def stages_of(self, run: Any) -> list[Stage]:
+        """The stages a run executes, in order."""
+        return [s for s in self.pipeline if s.enabled(run)]
+
+    def resolve(self, run: Any) -> Any:
+        """Fill every empty stage path of a run's config: each stage's out under the run's out, each input
+        from the stage that makes it (or the run's source / test). A path the user set is kept."""
+        run.out = storage.absolute(run.out)
+        _seed(run, run.seed)
+        present = {s.name for s in self.stages_of(run)}
+        for stage in self.pipeline:
+            cfg = getattr(run, stage.name)
+            cfg.out = cfg.out or storage.join(run.out, stage.folder)
+            for key, ref in stage.inputs.items():
+                setattr(cfg, key, getattr(cfg, key) or _product(run, self.by_name, ref, present))
+        if run.classifier_from_filter and not run.classifier.init_from:
+            run.classifier.init_from = storage.join(run.filter.out, f"round{run.filter.rounds}", "classifier")
+        return run
+
+
+REGISTRY = Registry(STAGES)
+PipelineConfig = REGISTRY.run_config
+
+
+def get(name: str) -> Stage:
+    """The registered stage called `name` (ConfigError naming the choices otherwise)."""
+    return REGISTRY.get(name)
+
+
+def input_paths(name: str, cfg: Any) -> list[str]:
+    return REGISTRY.input_paths(name, cfg)
 
 
 def stages_of(run: Any) -> list[Stage]:
-    """The stages a run executes, in order."""
-    return [s for s in PIPELINE if s.enabled(run)]
+    return REGISTRY.stages_of(run)
+
+
+def resolve(run: Any) -> Any:
+    return REGISTRY.resolve(run)

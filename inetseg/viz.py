@@ -117,7 +117,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, names: list[str], alpha: floa
     fg = labels > 0
     out[fg] = (image[fg] * (1 - alpha) + colorize(labels)[fg] * alpha).astype(np.uint8)
     present = [int(c) for c in np.unique(labels) if 0 < c < len(names)]
-    return draw_legend(out, [(names[c], tuple(int(v) for v in _PALETTE[c])) for c in present])
+    return draw_legend(out, [(names[c], (int(_PALETTE[c][0]), int(_PALETTE[c][1]), int(_PALETTE[c][2])))
+                             for c in present])
 
 
 def draw_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:

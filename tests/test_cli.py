@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from inetseg import registry
+
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["synth", "crawl", "ingest", "classifier", "filter", "attention", "segmenter", "predict", "crf", "evaluate",
-          "segment"]
+STAGES = [s.name for s in registry.REGISTRY.stages]  # every registered stage is a command
 
 
 def cli(*args, cwd=None):

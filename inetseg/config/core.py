@@ -38,7 +38,7 @@ def subset(cls: type, obj: Any) -> Any:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert one value against a field type; raise ConfigError naming the key."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
