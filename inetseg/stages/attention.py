@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
-from inetseg.stages.common import (actor_pool, run_stage, set_threads, stage_fingerprint, torch_device,
+from inetseg.stages.common import (actor_pool, run_stage, set_threads, declared_fingerprint, torch_device,
                                     usable_images, write_stage)
 from inetseg.stages.filter import load_classifier
 
@@ -72,4 +72,4 @@ def run(cfg: C.AttentionConfig, resume: bool = True) -> dict:
                 "mean_ignored": float(pc.mean(stats.column("ignored")).as_py() or 0) if n else 0.0,
                 "mean_foreground": float(pc.mean(stats.column("foreground")).as_py() or 0) if n else 0.0}
 
-    return run_stage("attention", cfg.out, stage_fingerprint(cfg, cfg.images, cfg.model), resume, body)
+    return run_stage("attention", cfg.out, declared_fingerprint("attention", cfg), resume, body)

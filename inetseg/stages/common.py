@@ -166,6 +166,13 @@ def stage_fingerprint(cfg: Any, *inputs: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def declared_fingerprint(name: str, cfg: Any) -> str:
+    """stage_fingerprint over the inputs the registry declares for stage `name` (its config and their markers)."""
+    from inetseg import registry
+
+    return stage_fingerprint(cfg, *registry.input_paths(name, cfg))
+
+
 def run_stage(name: str, path: str, fingerprint: str, resume: bool, body: Callable[[], dict],
               keep_partial: bool = False) -> dict:
     """The one resume mechanism: skip a finished stage (same fingerprint) or run `body` and mark `path` complete.

@@ -9,7 +9,7 @@ import pyarrow as pa
 from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.crf import crf_labels
-from inetseg.stages.common import read_stage, run_stage, stage_fingerprint, write_stage
+from inetseg.stages.common import read_stage, run_stage, declared_fingerprint, write_stage
 
 log = logging.getLogger("inetseg")
 
@@ -39,4 +39,4 @@ def run(cfg: C.CRFConfig, resume: bool = True) -> dict:
         return {"images": shards.count_rows(cfg.out), "seconds": time.time() - t0,
                 "classes": shards.read_marker(cfg.predictions).get("classes", [])}
 
-    return run_stage("crf", cfg.out, stage_fingerprint(cfg, cfg.predictions), resume, body)
+    return run_stage("crf", cfg.out, declared_fingerprint("crf", cfg), resume, body)

@@ -9,8 +9,8 @@ import numpy as np
 import ray
 
 from inetseg import config as C
-from inetseg import evalsets, masks, metrics, registry, shards, storage, viz
-from inetseg.stages.common import read_stage, run_stage, stage_fingerprint
+from inetseg import evalsets, masks, metrics, shards, storage, viz
+from inetseg.stages.common import read_stage, run_stage, declared_fingerprint
 
 log = logging.getLogger("inetseg")
 
@@ -69,7 +69,7 @@ def run(cfg: C.EvaluateConfig, resume: bool = True) -> dict:
         storage.write_json(storage.join(cfg.out, "metrics.json"), result)
         return result
 
-    return run_stage("evaluate", cfg.out, stage_fingerprint(cfg, *registry.input_paths("evaluate", cfg)), resume,
+    return run_stage("evaluate", cfg.out, declared_fingerprint("evaluate", cfg), resume,
                      body)
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.inference import load_segmenter, predict_probs
-from inetseg.stages.common import actor_pool, read_stage, run_stage, stage_fingerprint, set_threads, torch_device, write_stage
+from inetseg.stages.common import actor_pool, read_stage, run_stage, declared_fingerprint, set_threads, torch_device, write_stage
 
 log = logging.getLogger("inetseg")
 
@@ -50,4 +50,4 @@ def run(cfg: C.PredictConfig, resume: bool = True) -> dict:
         return {"images": shards.count_rows(cfg.out), "seconds": time.time() - t0,
                 "classes": shards.read_marker(cfg.test).get("classes", [])}
 
-    return run_stage("predict", cfg.out, stage_fingerprint(cfg, cfg.test, cfg.model), resume, body)
+    return run_stage("predict", cfg.out, declared_fingerprint("predict", cfg), resume, body)
