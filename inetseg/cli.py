@@ -43,7 +43,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "synthetic corpus, local Ray, local MLflow, a few minutes on 2 CPUs.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="keys (key=value, dotted for stages, e.g. classifier.epochs=5):\n"
-                              + describe_fields(C.PipelineConfig))
+                              + describe_fields(registry.REGISTRY.run_config))
     add_pipeline_args(p)
     ff = sub.add_parser("fake-flickr", help="serve an offline Flickr (search API + images) from a "
                                             "folder-per-tag corpus on loopback",
@@ -72,10 +72,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `inetseg pipeline` and jobs/full_pipeline.py."""
     p.add_argument("--preset", default="demo", help="starting config: demo (default, offline, minutes on "
-                                                    "a laptop), paper (the paper's settings), none")
+                                                    "a laptop), real (your photos on a laptop: source=DIR), "
+                                                    "paper (the paper's settings, GPU cluster), none")
     p.add_argument("--config", help="YAML file merged over the preset")
     p.add_argument("--out", help="output root, local path or s3://, gs:// URI (same as out=...)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config (preset + file + overrides; empty paths follow out=) and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
@@ -84,10 +86,10 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from inetseg import pipeline
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    cfg = pipeline.load_config(args.preset, args.config, overrides)
-    if args.print_config:
-        print(C.dump_yaml(cfg))
+    if args.print_config:  # before path resolution: a file to edit, whose paths still follow `out`
+        print(C.dump_yaml(pipeline.load_config(args.preset, args.config, overrides, resolve=False)))
         return 0
+    cfg = pipeline.load_config(args.preset, args.config, overrides)
     summary = pipeline.run(cfg)
     print(pipeline.format_table(summary))
     print(f"summary: {cfg.out}/summary.json")

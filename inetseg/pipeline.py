@@ -9,12 +9,13 @@ from typing import Any, Callable
 
 from inetseg import config as C
 from inetseg import registry, storage
+from inetseg.registry import PipelineConfig
 
 log = logging.getLogger("inetseg")
 
 def load_config(preset: str = "demo", config_file: str | None = None,
-                overrides: list[str] | None = None) -> C.PipelineConfig:
-    """preset <- YAML file <- key=value overrides, validated, with every path resolved."""
+                overrides: list[str] | None = None, resolve: bool = True) -> PipelineConfig:
+    """preset <- YAML file <- key=value overrides, validated, with every path resolved (unless resolve=False)."""
     from inetseg.presets import PRESETS, SYNTH_PRESETS
 
     if preset not in PRESETS:
@@ -32,10 +33,10 @@ def load_config(preset: str = "demo", config_file: str | None = None,
         # a crawl-sized run.
         raise C.ConfigError(f"preset '{preset}' is for real photos: give source=DIR (a folder per tag, a "
                             "crawl folder or manifest.parquet); the synthetic corpus is for --preset demo")
-    return registry.resolve(cfg)
+    return registry.resolve(cfg) if resolve else cfg
 
 
-def check_sources(cfg: C.PipelineConfig) -> list[str]:
+def check_sources(cfg: PipelineConfig) -> list[str]:
     """Fail before any training on a real source the run cannot use; returns the run's classes.
 
     The source must list its classes (folder per tag, or a crawl manifest); a test folder, when given,
@@ -78,7 +79,7 @@ class _Timer:
         return result
 
 
-def run_one(cfg: C.PipelineConfig, stage: registry.Stage, classes: list[str]) -> dict:
+def run_one(cfg: PipelineConfig, stage: registry.Stage, classes: list[str]) -> dict:
     """One stage of a run: its section of the config, given the run's classes (from the first stage that
     named them) when it has a `classes` key left empty."""
     scfg = getattr(cfg, stage.name)
@@ -87,7 +88,7 @@ def run_one(cfg: C.PipelineConfig, stage: registry.Stage, classes: list[str]) ->
     return stage.function()(scfg, cfg.resume)
 
 
-def run(cfg: C.PipelineConfig) -> dict:
+def run(cfg: PipelineConfig) -> dict:
     """Run the registry's stages in order under Ray, each in its own MLflow nested run; writes and returns
     <out>/summary.json."""
     from inetseg.stages.common import ensure_ray
@@ -124,7 +125,7 @@ def run(cfg: C.PipelineConfig) -> dict:
         raise
 
 
-def _score(cfg: C.PipelineConfig, result: dict, counts: dict, seconds: dict, run_id: str,
+def _score(cfg: PipelineConfig, result: dict, counts: dict, seconds: dict, run_id: str,
            classes: list[str]) -> tuple[dict, bytes]:
     """The summary of a scored run and its picture grid (with the synthetic corpus's hidden-truth audit)."""
     from inetseg import audit, report
@@ -139,7 +140,7 @@ def _score(cfg: C.PipelineConfig, result: dict, counts: dict, seconds: dict, run
     return build_summary(result, pseudo_q, filter_q, counts, seconds, run_id, classes), grid
 
 
-def _finish(cfg: C.PipelineConfig, tracker: Any, summary: dict, grid: bytes | None) -> dict:
+def _finish(cfg: PipelineConfig, tracker: Any, summary: dict, grid: bytes | None) -> dict:
     """Write summary.json and close the parent MLflow run with the summary, config and picture."""
     storage.write_json(storage.join(cfg.out, "summary.json"), summary)
     tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})

@@ -2,7 +2,7 @@
 paths, the resume fingerprints, the MLflow nested runs and the run's config all follow.
 
 Adding a stage = its module (a config dataclass and `run(cfg, resume) -> dict`) + one `Stage(...)` entry
-below, in data-flow order (README: "Adding a stage"). Stage modules import torch and Ray, so they are
+below, in data-flow order (CONTRIBUTING.md: "Adding a stage"). Stage modules import torch and Ray, so they are
 named here as "module:function" and imported only when the stage runs: `inetseg --help` stays instant.
 """
 from __future__ import annotations

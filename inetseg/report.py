@@ -1,6 +1,8 @@
 """The PNG grid logged with every run: image, attention, pseudo label, prediction, ground truth."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow.parquet as pq
 import torch
@@ -25,7 +27,7 @@ def _first_rows(path: str, n: int, columns: list[str]) -> dict[str, list]:
     return {c: v[:n] for c, v in out.items()}
 
 
-def grid_png(cfg: C.PipelineConfig, classes: list[str], n: int) -> bytes:
+def grid_png(cfg: Any, classes: list[str], n: int) -> bytes:
     """Rows of test images: the classifier's attention for its top class (no test label is used),
     the trimap of that attention, the final prediction and the ground truth."""
     rows = _first_rows(cfg.evaluate.predictions, n, ["image", "gt", "pred"])

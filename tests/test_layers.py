@@ -9,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "inetseg"
 RAY_PACKAGES = ("inetseg.stages", "inetseg.train")  # Ray Data orchestration / Ray Train
-TOP = ("inetseg.cli", "inetseg.pipeline")  # may import anything (stage modules lazily)
+TOP = ("inetseg.cli", "inetseg.pipeline", "inetseg.registry")  # may import anything (stage modules lazily)
 MLFLOW = ("inetseg.tracking",)
 MAX_LINES = 300
 

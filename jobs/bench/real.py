@@ -30,6 +30,7 @@ import pyarrow as pa  # noqa: E402
 from inetseg import audit, baselines, imaging, masks, metrics, schema, shards, storage  # noqa: E402
 from inetseg import config as C  # noqa: E402
 from inetseg import pipeline  # noqa: E402
+from inetseg.registry import PipelineConfig  # noqa: E402
 from inetseg.sources import tagged  # noqa: E402
 
 log = logging.getLogger("inetseg")
@@ -81,7 +82,7 @@ def centre_prior_miou(split: tagged.Split) -> dict:
     return metrics.summarize(cm, ["background", *split.classes])
 
 
-def oracle(cfg: C.PipelineConfig, truth: dict[str, dict], work: str) -> dict:
+def oracle(cfg: PipelineConfig, truth: dict[str, dict], work: str) -> dict:
     """The run's segmenter config trained on the masked training photos' true masks; test mIoU without CRF."""
     from inetseg.stages import evaluate, predict, segmenter
     from inetseg.stages.common import usable_rows
@@ -129,7 +130,7 @@ SEED_KEYS = ("miou", "miou_no_crf", "per_class_iou", "pseudo_label_miou", "pseud
 
 
 def run_seed(args: argparse.Namespace, split: tagged.Split, dirs: dict, truth: dict, work: str,
-             seed: int) -> tuple[C.PipelineConfig, dict]:
+             seed: int) -> tuple[PipelineConfig, dict]:
     """One whole pipeline run with `seed` (its own folder) and its figures on the test split."""
     out = os.path.join(work, "run" if seed == 0 else f"run-seed{seed}")
     overrides = [f"source={dirs['train']}", f"test={dirs['test']}", f"out={out}", f"seed={seed}",
@@ -161,7 +162,7 @@ def main(argv: list[str]) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     truth = training_truth(split, dirs["train"])
     centre = centre_prior_miou(split)["miou"]
-    runs: list[tuple[C.PipelineConfig, dict]] = []
+    runs: list[tuple[PipelineConfig, dict]] = []
     for seed in seeds:  # the JSON is rewritten after every run: a long multi-seed bench keeps what it measured
         runs.append(run_seed(args, split, dirs, truth, work, seed))
         cfg, first = runs[0]
