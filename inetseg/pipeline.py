@@ -87,15 +87,15 @@ def check_sources(cfg: C.PipelineConfig) -> list[str]:
     (mask ids 1..K are positions in that list, so a different order would score the wrong classes).
     """
     from inetseg import evalsets
-    from inetseg.stages import ingest
+    from inetseg.ingest.listing import list_source, test_items
 
-    _, classes = ingest.list_source(cfg.ingest.source, list(cfg.ingest.classes))
+    _, classes = list_source(cfg.ingest.source, list(cfg.ingest.classes))
     if not cfg.test:
         log.warning("no test set (test=DIR): the run goes as far as the segmenter and scores nothing; "
                     "segment photos afterwards with `inetseg segment model=%s images=DIR out=DIR`",
                     cfg.segmenter.out)
         return classes
-    ingest.test_items(cfg.test)  # raises on a missing folder or no image/mask pairs
+    test_items(cfg.test)  # raises on a missing folder or no image/mask pairs
     listed = storage.join(cfg.test, "classes.json")
     if not storage.exists(listed):
         raise FileNotFoundError(f"test folder {cfg.test} has no classes.json naming its mask ids "
@@ -126,7 +126,7 @@ def run(cfg: C.PipelineConfig) -> dict:
     """Run every stage under Ray with MLflow tracking; writes and returns <out>/summary.json."""
     from inetseg import audit, report
     from inetseg.sources import synth
-    from inetseg.stages import attention, classifier, common, crf, evaluate, filter, ingest, predict, segmenter
+    from inetseg.stages import attention, classifier, common, crf, evaluate, filter, ingest, predict, segmenter, testset
     from inetseg.tracking import Tracker
 
     if cfg.source != "synth":
@@ -150,7 +150,7 @@ def run(cfg: C.PipelineConfig) -> dict:
             meta = timer.run("ingest", lambda: ingest.run(cfg.ingest, cfg.resume))
             classes = meta["classes"]
             if cfg.test:
-                ingest.ingest_test(cfg.test, cfg.predict.test, classes, cfg.resume)
+                testset.run(testset.TestSetConfig(test=cfg.test, out=cfg.predict.test, classes=classes), cfg.resume)
             counts["ingested"], counts["ingest_failed"] = meta["ok"], meta["total"] - meta["ok"]
             st.log_metrics({"ok": meta["ok"], "total": meta["total"]})
             st.log_json("summary.json", meta)
