@@ -44,15 +44,15 @@ def check_sources(cfg: PipelineConfig) -> list[str]:
     (mask ids 1..K are positions in that list, so a different order would score the wrong classes).
     """
     from inetseg import evalsets
-    from inetseg.stages import ingest
+    from inetseg.ingest.listing import list_source, test_items
 
-    _, classes = ingest.list_source(cfg.ingest.source, list(cfg.ingest.classes))
+    _, classes = list_source(cfg.ingest.source, list(cfg.ingest.classes))
     if not cfg.test:
         log.warning("no test set (test=DIR): the run goes as far as the segmenter and scores nothing; "
                     "segment photos afterwards with `inetseg segment model=%s images=DIR out=DIR`",
                     cfg.segmenter.out)
         return classes
-    ingest.test_items(cfg.test)  # raises on a missing folder or no image/mask pairs
+    test_items(cfg.test)  # raises on a missing folder or no image/mask pairs
     listed = storage.join(cfg.test, "classes.json")
     if not storage.exists(listed):
         raise FileNotFoundError(f"test folder {cfg.test} has no classes.json naming its mask ids "

@@ -8,6 +8,7 @@ import pytest
 
 from inetseg import config as C
 from inetseg import shards
+from inetseg.ingest.duplicates import duplicates_file
 from inetseg.schema import IMAGES
 from inetseg.stages import ingest
 
@@ -95,7 +96,7 @@ def test_duplicates_within_and_across_tags(ray_session, tmp_path, policy):
     else:
         assert stats["failed"] == {"duplicate": 3} and stats["ok"] == 6
     assert meta["ok"] == stats["ok"] and sum(meta["per_tag"].values()) == stats["ok"]
-    dups = shards.read_table_file(str(tmp_path / f"out-{policy}" / "_dedupe" / "part-00000.parquet"))
+    dups = shards.read_table_file(duplicates_file(cfg.out))
     usable = ingest_usable(cfg.out)
     assert len(usable) == stats["ok"] and not set(usable) & set(dups.column("id").to_pylist())
     assert shards.count_rows(cfg.out) == 9  # the shards keep every row; _dedupe is a side table

@@ -11,6 +11,7 @@ import ray
 
 from inetseg import shards, storage
 from inetseg.config import ComputeConfig
+from inetseg.ingest.duplicates import duplicates_file
 
 log = logging.getLogger("inetseg")
 
@@ -72,7 +73,7 @@ def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:
 
     cols = list(dict.fromkeys([*columns, "status", "id"]))
     ds = read_stage(path, what, columns=cols).filter(expr=col("status") == schema.STATUS_OK)
-    dup_file = storage.join(path, "_dedupe", "part-00000.parquet")
+    dup_file = duplicates_file(path)
     if storage.exists(dup_file):
         dups = shards.read_table_file(dup_file).column("id")
         if len(dups):
@@ -86,7 +87,7 @@ def usable_rows(images: str, columns: list[str]) -> pa.Table:
 
     t = shards.read_table(images, columns=list(dict.fromkeys(["id", "status", *columns])))
     t = t.filter(pc.equal(t.column("status"), "ok"))
-    dup_file = storage.join(images, "_dedupe", "part-00000.parquet")
+    dup_file = duplicates_file(images)
     if storage.exists(dup_file):
         dups = shards.read_table_file(dup_file).column("id")
         t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=dups)))

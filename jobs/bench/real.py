@@ -27,9 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from inetseg import audit, baselines, imaging, masks, metrics, schema, shards, storage  # noqa: E402
+from inetseg import audit, baselines, imaging, masks, metrics, pipeline, schema, shards, storage  # noqa: E402
 from inetseg import config as C  # noqa: E402
-from inetseg import pipeline  # noqa: E402
 from inetseg.registry import PipelineConfig  # noqa: E402
 from inetseg.sources import tagged  # noqa: E402
 
@@ -55,7 +54,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def training_truth(split: tagged.Split, train_dir: str) -> dict[str, dict]:
     """Row id -> {'mask' PNG bytes} for masked training photos and {'noise'} for distractors (measurement only)."""
-    from inetseg.stages.ingest import list_source, row_id
+    from inetseg.ingest.listing import list_source, row_id
 
     items, _ = list_source(train_dir, split.classes)
     by_name = {(it["tag"], os.path.basename(it["source"])): it["source"] for it in items}

@@ -1,0 +1,42 @@
+"""De-duplication over finished shards: the DUPLICATES side table and where an IMAGES folder keeps it."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from inetseg import config as C
+from inetseg import dedupe, schema, shards, storage
+
+# The side table sits inside the IMAGES folder: the shards keep every row, readers skip these ids.
+DUPLICATES_DIR, DUPLICATES_FILE = "_dedupe", "part-00000.parquet"
+
+
+def duplicates_file(images: str) -> str:
+    """The DUPLICATES table of an IMAGES folder (absent for tables ingested without one)."""
+    return storage.join(images, DUPLICATES_DIR, DUPLICATES_FILE)
+
+
+def write_duplicates(images: str, dups: pa.Table) -> str:
+    """Store the DUPLICATES table where duplicates_file() finds it (atomically)."""
+    return shards.write_table(dups, storage.join(images, DUPLICATES_DIR), DUPLICATES_FILE)
+
+
+def find_duplicates(out: str, names: list[str], cfg: C.IngestConfig) -> pa.Table:
+    """The DUPLICATES table over all finished shards' ok rows (hash columns only are read)."""
+    files = [storage.join(out, f"{n}.parquet") for n in names]
+    files = [f for f in files if storage.exists(f)]
+    if not cfg.dedupe or not files:
+        return schema.DUPLICATES.empty_table()
+    fs, _ = storage.resolve(out)
+    t = pads.dataset([storage.resolve(f)[1] for f in files], format="parquet", filesystem=fs).to_table(
+        columns=["id", "tag", "status", "sha1", "phash"], filter=pc.field("status") == schema.STATUS_OK)
+    if t.num_rows < 2:
+        return schema.DUPLICATES.empty_table()
+    ids = t.column("id").to_pylist()
+    groups = dedupe.find_groups(t.column("sha1").to_pylist(), t.column("phash").to_numpy(),
+                                cfg.dedupe_max_distance)
+    verdict = dedupe.verdicts(ids, t.column("tag").to_pylist(), groups, cfg.ambiguous)
+    keys = sorted(verdict)
+    return pa.Table.from_pydict({"id": keys, "status": [verdict[k][0] for k in keys],
+                                 "dup_of": [verdict[k][1] for k in keys]}, schema=schema.DUPLICATES)
