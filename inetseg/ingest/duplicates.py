@@ -40,3 +40,20 @@ def find_duplicates(out: str, names: list[str], cfg: C.IngestConfig) -> pa.Table
     keys = sorted(verdict)
     return pa.Table.from_pydict({"id": keys, "status": [verdict[k][0] for k in keys],
                                  "dup_of": [verdict[k][1] for k in keys]}, schema=schema.DUPLICATES)
+
+
+def usable_rows(images: str, columns: list[str]) -> pa.Table:
+    """The ok rows of an IMAGES folder minus its duplicates (what stages.common.usable_images streams),
+    read on the driver with only `columns` (plus id and status)."""
+    t = shards.read_table(images, columns=list(dict.fromkeys(["id", "status", *columns])))
+    t = t.filter(pc.equal(t.column("status"), schema.STATUS_OK))
+    dup_file = duplicates_file(images)
+    if storage.exists(dup_file):
+        dups = shards.read_table_file(dup_file).column("id")
+        t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=dups)))
+    return t.select(columns)
+
+
+def usable_ids(images: str) -> list[str]:
+    """The ids of usable_rows."""
+    return usable_rows(images, ["id"]).column("id").to_pylist()

@@ -11,7 +11,7 @@ import ray
 
 from inetseg import shards, storage
 from inetseg.config import ComputeConfig
-from inetseg.ingest.duplicates import duplicates_file
+from inetseg.ingest.duplicates import duplicates_file, usable_ids, usable_rows  # noqa: F401 - driver-side readers, re-exported
 
 log = logging.getLogger("inetseg")
 
@@ -79,24 +79,6 @@ def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:
         if len(dups):
             ds = ds.map_batches(drop_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": ray.put(dups)})
     return ds.select_columns(columns) if set(cols) != set(columns) else ds
-
-
-def usable_rows(images: str, columns: list[str]) -> pa.Table:
-    """The rows usable_images would yield, read on the driver with only `columns` (plus id and status)."""
-    import pyarrow.compute as pc
-
-    t = shards.read_table(images, columns=list(dict.fromkeys(["id", "status", *columns])))
-    t = t.filter(pc.equal(t.column("status"), "ok"))
-    dup_file = duplicates_file(images)
-    if storage.exists(dup_file):
-        dups = shards.read_table_file(dup_file).column("id")
-        t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=dups)))
-    return t.select(columns)
-
-
-def usable_ids(images: str) -> list[str]:
-    """The ids usable_images would yield (read on the driver from the id/status columns only)."""
-    return usable_rows(images, ["id"]).column("id").to_pylist()
 
 
 _ID_SETS: dict[str, Any] = {}
