@@ -5,7 +5,7 @@ import torch
 
 from inetseg.attention.cam import class_attention, forward_cam, normalise_map
 from inetseg.attention.trimap import trimap
-from inetseg.models.classifier import build_classifier, features
+from inetseg.models.classifier import build_classifier
 
 
 def test_cam_is_eqn5():
@@ -24,7 +24,7 @@ def test_cam_mean_is_the_logit_without_bias():
     torch.manual_seed(0)
     m = build_classifier(3, 0.25).eval()
     x = torch.randn(2, 3, 64, 64)
-    f = features(m, x)
+    f = m.forward_features(x)
     cam = forward_cam(f["inception5b"], m.fc.weight, torch.tensor([0, 2]))
     logits = f["logits"] - m.fc.bias
     assert torch.allclose(cam.mean((1, 2)), logits[[0, 1], [0, 2]], atol=1e-4)  # Eqn 2-3

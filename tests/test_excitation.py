@@ -5,7 +5,7 @@ import torch
 from eb_reference import Tiny, batched, reference
 
 from inetseg.attention import excitation as E
-from inetseg.models.classifier import build_classifier, features
+from inetseg.models.classifier import build_classifier
 
 LAYERS = ("input", "conv1", "pool", "concat")
 
@@ -79,7 +79,7 @@ def test_googlenet_maps_shapes_logits_and_conservation(googlenet):
     labels = torch.tensor([0, 3, 4])
     out = E.googlenet_excitation(googlenet, x, labels, bias="ignore")
     assert out["conv3"].shape == (3, 16, 16) and out["inception3b"].shape == (3, 8, 8)  # strides 4 and 8
-    torch.testing.assert_close(out["logits"], features(googlenet, x)["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["logits"], googlenet.forward_features(x)["logits"], atol=1e-5, rtol=1e-5)
     for k in ("conv3", "inception3b"):
         assert (out[k] >= 0).all()
         torch.testing.assert_close(out[k].flatten(1).sum(1), torch.ones(3), atol=1e-4, rtol=0)

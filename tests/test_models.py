@@ -2,15 +2,20 @@
 import torch
 import torchvision
 
-from inetseg.models.classifier import build_classifier, features
+from inetseg.models.classifier import build_classifier
 from inetseg.models.segmenter import Segmenter
 
 
 def test_width_one_is_torchvision_googlenet():
+    torch.manual_seed(0)
     ours = build_classifier(7, 1.0)
-    ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=7)
-    assert type(ours) is type(ref)
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    torch.manual_seed(0)
+    ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, num_classes=7,
+                                       transform_input=False)
+    assert isinstance(ours, type(ref))  # GoogLeNet plus a feature API
+    a, b = ours.state_dict(), ref.state_dict()
+    assert list(a) == list(b)  # same keys: a torchvision GoogLeNet checkpoint loads, and ours loads there
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same constructor, same initialisation
 
 
 def test_classifier_shapes_and_gradients():
@@ -22,7 +27,7 @@ def test_classifier_shapes_and_gradients():
     out.sum().backward()
     assert all(p.grad is not None for p in m.parameters())
     m.eval()
-    f = features(m, x)
+    f = m.forward_features(x)
     assert f["conv3"].shape[-1] == 16 and f["inception3b"].shape[-1] == 8 and f["inception5b"].shape[-1] == 2
     assert torch.allclose(f["logits"], m(x), atol=1e-5)
 

@@ -47,10 +47,9 @@ def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def class_attention(model: torch.nn.Module, images: torch.Tensor, labels0: torch.Tensor,
                     out_size: tuple[int, int]) -> torch.Tensor:
     """Normalised forward CAM of each image's class at out_size (N x H x W in [0, 1]), no grad."""
-    from inetseg.models.classifier import features
 
     model.eval()
     with torch.no_grad():
-        f = features(model, images)
+        f = model.forward_features(images)
         cam = forward_cam(f["inception5b"].float(), model.fc.weight.float(), labels0)
         return upsample(normalise_map(cam), out_size).clamp(0, 1)

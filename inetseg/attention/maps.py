@@ -42,10 +42,9 @@ def attention_maps(model: torch.nn.Module, images: list[np.ndarray], labels: np.
     x = torch.from_numpy(normalise(np.stack([imaging.resize_square(im, input_size) for im in images]))).to(device)
     lab0 = torch.as_tensor(np.asarray(labels) - 1, dtype=torch.long, device=device)
     if method.maps == "forward":  # no backward pass needed
-        from inetseg.models.classifier import features
 
         with torch.no_grad():
-            f5 = features(model, x)["inception5b"]
+            f5 = model.forward_features(x)["inception5b"]
         b2 = b3b = None
     else:
         out = googlenet_excitation(model, x, lab0, bias=method.eb_bias)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 from torchvision.models.googlenet import BasicConv2d, GoogLeNet, Inception
 
@@ -21,28 +20,65 @@ _INCEPTIONS = {
 STAGES_BEFORE_POOL5 = ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e")
 
 
-def _scale(c: int, width: float) -> int:
+def scale_channels(c: int, width: float) -> int:
     """Scaled channel count, a multiple of 8 (at least 8)."""
     return max(8, int(round(c * width / 8)) * 8)
 
 
-def build_classifier(num_classes: int, width: float = 1.0) -> GoogLeNet:
+class Classifier(GoogLeNet):
+    """torchvision's GoogLeNet with a feature API (as timm's forward_features): the maps attention and the
+    segmenter read, from one forward pass. Same modules and state_dict keys as GoogLeNet."""
+
+    def stem(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """conv1 .. inception4e, as torchvision's forward runs them. Shapes for an N x 3 x H x W input."""
+        x = self.conv1(x)          # N x 64w x H/2 x W/2
+        x = self.maxpool1(x)       # N x 64w x H/4
+        x = self.conv2(x)          # N x 64w x H/4
+        conv3 = self.conv3(x)      # N x 192w x H/4  (counterpart of Caffe's conv2/norm2)
+        x = self.maxpool2(conv3)   # N x 192w x H/8
+        x = self.inception3a(x)    # N x 256w x H/8
+        i3b = self.inception3b(x)  # N x 480w x H/8
+        x = self.maxpool3(i3b)     # N x 480w x H/16
+        for name in STAGES_BEFORE_POOL5:
+            x = getattr(self, name)(x)
+        return {"conv3": conv3, "inception3b": i3b, "inception4e": x}  # 4e: N x 832w x H/16
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One forward pass returning the maps attention needs and the logits (equal to self(x))."""
+        out = self.stem(x)
+        y = self.maxpool4(out["inception4e"])  # N x 832w x H/32
+        y = self.inception5a(y)
+        y = self.inception5b(y)                # N x 1024w x H/32: f_{L-3} of Eqn 2
+        out["inception5b"] = y
+        pooled = torch.flatten(self.avgpool(y), 1)
+        out["logits"] = self.fc(self.dropout(pooled))
+        return out
+
+    def feature_channels(self) -> dict[str, int]:
+        """Channels of the feature maps forward_features returns."""
+        def out(block: Inception) -> int:
+            return sum(b[-1].conv.out_channels if isinstance(b, nn.Sequential) else b.conv.out_channels
+                       for b in (block.branch1, block.branch2, block.branch3, block.branch4))
+        return {"conv3": self.conv3.conv.out_channels, "inception3b": out(self.inception3b),
+                "inception4e": out(self.inception4e), "inception5b": out(self.inception5b)}
+
+
+def build_classifier(num_classes: int, width: float = 1.0) -> Classifier:
     """GoogLeNet with random weights (the task forbids anything trained with human labels).
 
-    width == 1.0 is exactly torchvision.models.googlenet(weights=None); width < 1 keeps the topology and
-    module names (so attention hooks work) with every channel count scaled, for CPU-sized demos.
+    width == 1.0 is exactly torchvision.models.googlenet(weights=None) (same constructor, same init); width < 1
+    keeps the topology and module names (so attention hooks work) with every channel count scaled, for demos.
     """
-    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True,
-                                         num_classes=num_classes, transform_input=False)
+    model = Classifier(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=True)
     if width == 1.0:
         return model
     out_of = {}  # concatenated output width of each scaled inception block
-    model.conv1 = BasicConv2d(3, _scale(64, width), kernel_size=7, stride=2, padding=3)
-    model.conv2 = BasicConv2d(_scale(64, width), _scale(64, width), kernel_size=1)
-    model.conv3 = BasicConv2d(_scale(64, width), _scale(192, width), kernel_size=3, padding=1)
-    prev = _scale(192, width)
+    model.conv1 = BasicConv2d(3, scale_channels(64, width), kernel_size=7, stride=2, padding=3)
+    model.conv2 = BasicConv2d(scale_channels(64, width), scale_channels(64, width), kernel_size=1)
+    model.conv3 = BasicConv2d(scale_channels(64, width), scale_channels(192, width), kernel_size=3, padding=1)
+    prev = scale_channels(192, width)
     for name, (_, *chs) in _INCEPTIONS.items():
-        c1, c3r, c3, c5r, c5, pp = (_scale(c, width) for c in chs)
+        c1, c3r, c3, c5r, c5, pp = (scale_channels(c, width) for c in chs)
         setattr(model, name, Inception(prev, c1, c3r, c3, c5r, c5, pp))
         out_of[name] = c1 + c3 + c5 + pp
         prev = out_of[name]
@@ -59,39 +95,3 @@ def _init(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.constant_(m.weight, 1)
             nn.init.constant_(m.bias, 0)
-
-
-def feature_channels(model: GoogLeNet) -> dict[str, int]:
-    """Channels of the feature maps `features` returns."""
-    def out(block: Inception) -> int:
-        return sum(b[-1].conv.out_channels if isinstance(b, nn.Sequential) else b.conv.out_channels
-                   for b in (block.branch1, block.branch2, block.branch3, block.branch4))
-    return {"conv3": model.conv3.conv.out_channels, "inception3b": out(model.inception3b),
-            "inception4e": out(model.inception4e), "inception5b": out(model.inception5b)}
-
-
-def stem(model: GoogLeNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """conv1 .. inception4e, as torchvision's forward runs them. Shapes for an N x 3 x H x W input."""
-    x = model.conv1(x)          # N x 64w x H/2 x W/2
-    x = model.maxpool1(x)       # N x 64w x H/4
-    x = model.conv2(x)          # N x 64w x H/4
-    conv3 = model.conv3(x)      # N x 192w x H/4  (counterpart of Caffe's conv2/norm2)
-    x = model.maxpool2(conv3)   # N x 192w x H/8
-    x = model.inception3a(x)    # N x 256w x H/8
-    i3b = model.inception3b(x)  # N x 480w x H/8
-    x = model.maxpool3(i3b)     # N x 480w x H/16
-    for name in STAGES_BEFORE_POOL5:
-        x = getattr(model, name)(x)
-    return {"conv3": conv3, "inception3b": i3b, "inception4e": x}  # 4e: N x 832w x H/16
-
-
-def features(model: GoogLeNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One forward pass returning the maps attention needs and the logits (equal to model(x))."""
-    out = stem(model, x)
-    y = model.maxpool4(out["inception4e"])  # N x 832w x H/32
-    y = model.inception5a(y)
-    y = model.inception5b(y)                # N x 1024w x H/32: f_{L-3} of Eqn 2
-    out["inception5b"] = y
-    pooled = torch.flatten(model.avgpool(y), 1)
-    out["logits"] = model.fc(model.dropout(pooled))
-    return out

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inetseg.models.classifier import _scale, build_classifier, feature_channels, stem
+from inetseg.models.classifier import build_classifier, scale_channels
 
 BACKBONE = ("conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a", "inception4b",
             "inception4c", "inception4d", "inception4e")
@@ -47,8 +47,8 @@ class Segmenter(nn.Module):
         for name in ("inception5a", "inception5b", "fc"):
             setattr(self.backbone, name, nn.Identity())
         ch = feature_channels_of(num_classes, width)
-        mid = max(32, _scale(aspp_channels, width))
-        low = max(16, _scale(48, width))
+        mid = max(32, scale_channels(aspp_channels, width))
+        low = max(16, scale_channels(48, width))
         self.aspp = ASPP(ch["inception4e"], mid, tuple(aspp_rates))
         self.reduce = _cbr(ch["conv3"], low, 1)
         self.decoder = nn.Sequential(_cbr(mid + low, mid, 3), _cbr(mid, mid, 3))
@@ -72,7 +72,7 @@ class Segmenter(nn.Module):
             yield from m.parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = stem(self.backbone, x)
+        f = self.backbone.stem(x)
         high = self.aspp(f["inception4e"])                        # N x mid x H/16 x W/16
         low = self.reduce(f["conv3"])                             # N x low x H/4 x W/4
         high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
@@ -83,4 +83,4 @@ class Segmenter(nn.Module):
 def feature_channels_of(num_classes: int, width: float) -> dict[str, int]:
     """Channel counts of the backbone maps for a given width (built once on the meta device)."""
     with torch.device("meta"):
-        return feature_channels(build_classifier(num_classes, width))
+        return build_classifier(num_classes, width).feature_channels()
