@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from inetseg import imaging, masks, metrics, shards, storage
-from inetseg.ingest.listing import row_id
 from inetseg.ingest.duplicates import usable_ids
+from inetseg.ingest.listing import row_id
 
 HIDDEN = "hidden/train_truth.parquet"  # relative to the corpus folder
 NOISY = ("wrong_tag", "no_object")  # noise types whose tag is simply wrong

@@ -135,7 +135,8 @@ def find_groups(content: list[str], phashes: np.ndarray, max_distance: int) -> n
     return uf.roots()
 
 
-def verdicts(ids: list[str], tags: list[str], groups: np.ndarray, ambiguous: str = "drop") -> dict[str, tuple[str, str]]:
+def verdicts(ids: list[str], tags: list[str], groups: np.ndarray,
+             ambiguous: str = "drop") -> dict[str, tuple[str, str]]:
     """{id: (status, id it duplicates)} for the rows to set aside; rows not returned stay ok.
 
     In each group the row with the smallest id is kept (deterministic across runs and shardings).

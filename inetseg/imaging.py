@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 from dataclasses import dataclass
 
 import cv2
@@ -67,13 +68,13 @@ def decode_rgb(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_COLOR applies EXIF orientation and converts grey/CMYK/palette to 3 channels;
     # ANYDEPTH keeps 16-bit so we can scale it rather than clip it.
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    img: Any = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # uint8, uint16 or float: numpy ops below
     if img is None:
         raise ImageError("undecodable", "decoder returned nothing")
     if img.dtype == np.uint16:
-        img = (np.asarray(img) >> 8).astype(np.uint8)
+        img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
-        img = cv2.normalize(np.asarray(img, np.float64), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        img = cv2.normalize(img, np.empty_like(img), 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     else:

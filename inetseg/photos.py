@@ -4,8 +4,6 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 
-import numpy as np
-
 from inetseg import storage
 from inetseg.imaging import IMAGE_SUFFIXES
 

@@ -1,11 +1,14 @@
-"""The whole run: corpus -> ingest -> filter rounds -> classifier -> attention -> segmenter -> predict -> CRF -> mIoU."""
+"""The whole run: the registry's stages in order (corpus -> ingest -> filter -> classifier -> attention ->
+segmenter -> predict -> CRF -> mIoU), tracked in MLflow, summarised in summary.json."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from inetseg import config as C
 from inetseg import registry, storage
@@ -109,7 +112,7 @@ def run(cfg: PipelineConfig) -> dict:
         for stage in registry.stages_of(cfg):
             scfg = getattr(cfg, stage.name)
             with tracker.stage(stage.name, C.flatten(C.to_dict(scfg))) as st:
-                meta = timer.run(stage.name, lambda: run_one(cfg, stage, classes))
+                meta = timer.run(stage.name, functools.partial(run_one, cfg, stage, classes))
                 for metrics, step in stage.metrics(meta):
                     st.log_metrics(metrics, step=step)
                 st.log_json("summary.json", meta)

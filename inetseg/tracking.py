@@ -8,7 +8,8 @@ import math
 import os
 import tempfile
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger("inetseg")
 

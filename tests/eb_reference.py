@@ -24,7 +24,7 @@ class Tiny(nn.Module):
         self.cb, self.bnb = nn.Conv2d(4, 2, 3, padding=1, bias=False), nn.BatchNorm2d(2)
         self.fc = nn.Linear(5, classes)
 
-    def randomise(self, seed: int) -> "Tiny":
+    def randomise(self, seed: int) -> Tiny:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in self.parameters():

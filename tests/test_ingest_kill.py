@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import kill_tree
 
-from inetseg import shards
 from inetseg import config as C
+from inetseg import shards
 from inetseg.config import CrawlConfig, SynthConfig
 from inetseg.sources import flickr, synth
 from inetseg.sources.fake_flickr import FakeFlickr, Faults

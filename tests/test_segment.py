@@ -1,5 +1,4 @@
 """`inetseg segment`: a tiny random-weight segmenter over real-world photo oddities, under Ray on CPU."""
-import io
 import json
 import subprocess
 import sys

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inetseg.config import TestSetConfig
 from inetseg import masks, shards
+from inetseg.config import TestSetConfig
 from inetseg.schema import TEST
 from inetseg.stages import testset
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import ingested_corpus, kill_tree
 import ray
+from conftest import ingested_corpus, kill_tree
 
 from inetseg import config as C
 from inetseg.stages import classifier

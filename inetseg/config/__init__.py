@@ -3,12 +3,25 @@
 The run's config (a section per pipeline stage) is assembled from the stage registry: registry.PipelineConfig."""
 from __future__ import annotations
 
-from inetseg.config.core import (ConfigError, check, deep_merge, dump_yaml, fingerprint, flatten, from_dict,
-                                 internal, load, parse_overrides, read_yaml, subset, to_dict, validate)
+from inetseg.config.core import (
+                                 ConfigError,
+                                 check,
+                                 deep_merge,
+                                 dump_yaml,
+                                 fingerprint,
+                                 flatten,
+                                 from_dict,
+                                 internal,
+                                 load,
+                                 parse_overrides,
+                                 read_yaml,
+                                 subset,
+                                 to_dict,
+                                 validate,
+)
 from inetseg.config.data import CrawlConfig, IngestConfig, SynthConfig, TestSetConfig
 from inetseg.config.inference import CRFConfig, CRFParams, EvaluateConfig, PredictConfig, SegmentConfig
-from inetseg.config.training import (AttentionConfig, ClassifierConfig, ComputeConfig, FilterConfig,
-                                     SegmenterConfig)
+from inetseg.config.training import AttentionConfig, ClassifierConfig, ComputeConfig, FilterConfig, SegmenterConfig
 
 __all__ = [
     "AttentionConfig", "CRFConfig", "CRFParams", "ClassifierConfig", "ComputeConfig", "ConfigError", "CrawlConfig",

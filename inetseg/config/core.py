@@ -49,7 +49,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
         return value
-    if origin in (list, typing.List):
+    if origin in (list, list):
         (item_tp,) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]

@@ -51,7 +51,7 @@ def list_source(source: str, classes: list[str]) -> tuple[list[dict], list[str]]
         classes = tags
     if not classes:
         raise FileNotFoundError(f"ingest source {source} has no tag sub-folders")
-    items = []
+    items: list[dict] = []
     for label, tag in enumerate(classes, start=1):
         for path in storage.list_files(storage.join(source, tag)):
             items.append({"source": path, "tag": tag, "label": label})

@@ -12,7 +12,9 @@ from inetseg.ingest.plan import shard_paths
 
 def totals(out: str, specs: list[dict], dups: pa.Table) -> dict:
     """stats.json: shard stats summed, duplicates moved from ok to their own reasons (ok + failed = total)."""
-    total, ok, failed, per_tag, nbytes = 0, 0, Counter(), Counter(), 0
+    total, ok, nbytes = 0, 0, 0
+    failed: Counter[str] = Counter()
+    per_tag: Counter[str] = Counter()
     for spec in specs:
         rec = storage.read_json(shard_paths(out, spec["name"])[1])
         total += rec["total"]

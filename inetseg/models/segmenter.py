@@ -1,7 +1,7 @@
 """The segmenter: a DeepLab-v3+-style head (ASPP + low-level decoder) on the classifier's backbone."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ class Segmenter(nn.Module):
 
     @classmethod
     def from_classifier(cls, classifier: nn.Module, num_classes: int, width: float = 1.0,
-                        aspp_rates: tuple[int, ...] = (6, 12, 18)) -> "Segmenter":
+                        aspp_rates: tuple[int, ...] = (6, 12, 18)) -> Segmenter:
         """A segmenter whose backbone starts from a trained classifier's weights."""
         seg = cls(num_classes, width, aspp_rates)
         state = {k: v for k, v in classifier.state_dict().items() if k.split(".")[0] in BACKBONE}

@@ -96,7 +96,7 @@ class FakeFlickr:
     def rest_url(self) -> str:
         return self.base_url + "/services/rest/"
 
-    def __enter__(self) -> "FakeFlickr":
+    def __enter__(self) -> FakeFlickr:
         self.thread.start()
         return self
 

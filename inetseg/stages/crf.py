@@ -9,7 +9,7 @@ import pyarrow as pa
 from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.crf import crf_labels
-from inetseg.stages.common import read_stage, run_stage, declared_fingerprint, write_stage
+from inetseg.stages.common import declared_fingerprint, read_stage, run_stage, write_stage
 
 log = logging.getLogger("inetseg")
 

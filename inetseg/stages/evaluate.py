@@ -10,7 +10,7 @@ import ray
 
 from inetseg import config as C
 from inetseg import evalsets, masks, metrics, shards, storage, viz
-from inetseg.stages.common import read_stage, run_stage, declared_fingerprint
+from inetseg.stages.common import declared_fingerprint, read_stage, run_stage
 
 log = logging.getLogger("inetseg")
 
@@ -82,7 +82,8 @@ def _batch_pairs(batch: dict, lut: np.ndarray, num_data_ids: int, num_classes: i
             cm += evalsets.pair_confusion(str(gt_path), str(pred_path), lut, num_data_ids, num_classes)
         except (ValueError, OSError) as e:  # MaskError, DataSetError, an unreadable file
             errors.append(str(e))
-    return {"cm": cm.reshape(1, -1), "failed": np.array([len(errors)]), "error": np.array([errors[0] if errors else ""])}
+    return {"cm": cm.reshape(1, -1), "failed": np.array([len(errors)]),
+            "error": np.array([errors[0] if errors else ""])}
 
 
 def file_confusion(pairs: list[tuple[evalsets.Item, str]], gt: evalsets.EvalSet, num_classes: int) -> np.ndarray:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
