@@ -15,8 +15,15 @@ from inetseg.attention.cam import CAM_NORMS
 from inetseg.attention.excitation import BIAS_MODES
 from inetseg.attention.fusion import MAPS
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
-from inetseg.stages.common import (actor_pool, run_stage, set_threads, stage_fingerprint, torch_device,
-                                    usable_images, write_stage)
+from inetseg.stages.common import (
+    actor_pool,
+    run_stage,
+    set_threads,
+    stage_fingerprint,
+    torch_device,
+    usable_images,
+    write_stage,
+)
 from inetseg.stages.filter import load_classifier
 
 log = logging.getLogger("inetseg")
@@ -43,7 +50,7 @@ class PseudoLabeler:
     """Actor: holds the classifier once; turns IMAGES rows into PSEUDO rows."""
 
     def __init__(self, model_dir: str, cfg: C.AttentionConfig):
-        set_threads(cfg.compute)
+        set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
         self.model, _ = load_classifier(model_dir, self.device)
         self.cfg, self.method = cfg, method_of(cfg)

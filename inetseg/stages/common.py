@@ -145,12 +145,12 @@ def torch_device(use_gpu: bool):
     return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
 
-def set_threads(compute: ComputeConfig) -> None:
-    """Intra-op threads for torch in this process (Ray sets 1 by default for 1-CPU tasks)."""
+def set_threads(torch_threads: int) -> None:
+    """Intra-op threads for torch in this process, 0 = every core: Ray gives a 1-CPU task, actor or train
+    worker one thread, while on a CPU node we want the cores it was sized for (compute.torch_threads)."""
     import torch
 
-    n = compute.torch_threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
+    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
 
 
 def stage_fingerprint(cfg: Any, *inputs: str) -> str:

@@ -17,9 +17,19 @@ import torch
 from inetseg import config as C
 from inetseg import filtering, schema, shards, storage
 from inetseg.models.classifier import build_classifier
-from inetseg.stages import classifier, training
-from inetseg.stages.common import (actor_pool, read_stage, run_stage, set_threads, stage_fingerprint, torch_device,
-                                    usable_images, write_stage)
+from inetseg.models.io import local_model_file
+from inetseg.stages import classifier
+from inetseg.stages.common import (
+    actor_pool,
+    read_stage,
+    run_stage,
+    set_threads,
+    stage_fingerprint,
+    torch_device,
+    usable_images,
+    write_stage,
+)
+from inetseg.train.classifier import fold_rows
 from inetseg.train.data import classifier_batch, to_input
 
 log = logging.getLogger("inetseg")
@@ -29,7 +39,7 @@ def load_classifier(model_dir: str, device: torch.device) -> tuple[torch.nn.Modu
     """The exported classifier (eval mode, on `device`) and its meta."""
     meta = storage.read_json(storage.join(model_dir, "meta.json"))
     model = build_classifier(meta["num_classes"], meta["width"])
-    model.load_state_dict(torch.load(training.local_copy(model_dir), map_location="cpu"))
+    model.load_state_dict(torch.load(local_model_file(model_dir), map_location="cpu"))
     return model.to(device).eval(), meta
 
 
@@ -37,7 +47,7 @@ class Scorer:
     """Actor: holds the classifier once, scores batches of IMAGES rows (Eqn 13-15 inputs)."""
 
     def __init__(self, model_dir: str, compute: C.ComputeConfig, rule: dict, round_: int):
-        set_threads(compute)
+        set_threads(compute.torch_threads)
         self.device = torch_device(compute.use_gpu)
         self.model, meta = load_classifier(model_dir, self.device)
         self.input_size = meta["input_size"]
@@ -75,7 +85,7 @@ def score(images: str, model_dir: str, out: str, rule: dict, round_: int, comput
     """SCORES rows for the usable images (only those of `fold` when folds > 1) into `out`."""
     ds = usable_images(images, "image shards", ["id", "tag", "label", "image"])
     if folds > 1:
-        ds = ds.map_batches(classifier.fold_rows, batch_format="pyarrow",
+        ds = ds.map_batches(fold_rows, batch_format="pyarrow",
                             fn_kwargs={"folds": folds, "fold": fold, "keep": True})
     scored = ds.map_batches(Scorer, batch_format="numpy",
                             fn_constructor_kwargs={"model_dir": model_dir, "compute": compute, "rule": rule,

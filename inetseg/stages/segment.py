@@ -21,9 +21,9 @@ from inetseg import config as C
 from inetseg import imaging, masks, photos, shards, storage, viz
 from inetseg.crf import crf_labels
 from inetseg.inference import load_segmenter, predict_logits, single_class, upsample_probs
+from inetseg.models.io import META_FILE, MODEL_FILE
 from inetseg.stages.common import actor_pool, set_threads, torch_device
 from inetseg.stages.predict import npy_bytes
-from inetseg.train import utils
 
 log = logging.getLogger("inetseg")
 
@@ -36,11 +36,11 @@ ROW = pa.schema([("file", pa.string()), ("name", pa.string()), ("status", pa.str
 
 def read_model_meta(model: str) -> dict:
     """The segmenter folder's meta.json (one-line FileNotFoundError / ConfigError when it is not one)."""
-    for fname in (utils.MODEL_FILE, utils.META_FILE):
+    for fname in (MODEL_FILE, META_FILE):
         if not storage.exists(storage.join(model, fname)):
             raise FileNotFoundError(f"model={model} has no {fname} (expected a trained segmenter folder, "
                                     f"e.g. a pipeline run's segmenter/)")
-    meta = storage.read_json(storage.join(model, utils.META_FILE))
+    meta = storage.read_json(storage.join(model, META_FILE))
     if meta.get("kind", "segmenter") != "segmenter":
         raise C.ConfigError(f"model={model} holds a {meta.get('kind')}, not a segmenter")
     return meta
@@ -90,7 +90,7 @@ def check(cfg: C.SegmentConfig) -> None:
 def fingerprint(cfg: C.SegmentConfig) -> str:
     """Hash of the model's weights and of every setting that changes what is written for a photo."""
     settings = {k: v for k, v in C.to_dict(cfg).items() if k not in ("model", "images", "out", "compute")}
-    h = hashlib.sha256(storage.read_bytes(storage.join(cfg.model, utils.MODEL_FILE)))
+    h = hashlib.sha256(storage.read_bytes(storage.join(cfg.model, MODEL_FILE)))
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -120,7 +120,7 @@ class Segmentor:
     """Actor: holds the segmenter once; (file, name) rows -> files under out + one small row per photo."""
 
     def __init__(self, cfg: C.SegmentConfig, names: list[str], input_size: int):
-        set_threads(cfg.compute)
+        set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
         self.model, _ = load_segmenter(cfg.model, self.device)
         self.cfg, self.names, self.input_size = cfg, names, input_size
@@ -155,7 +155,8 @@ class Segmentor:
         shown = viz.overlay(image, labels, self.names, cfg.overlay_alpha)
         storage.write_bytes(storage.join(cfg.out, OVERLAYS, name + ".jpg"),
                             imaging.encode_jpeg(shown, cfg.jpeg_quality))
-        storage.write_bytes(storage.join(cfg.out, MASKS, name + ".png"), masks.encode_palette_png(labels.astype(np.uint8)))
+        storage.write_bytes(storage.join(cfg.out, MASKS, name + ".png"),
+                            masks.encode_palette_png(labels.astype(np.uint8)))
         return np.bincount(labels.ravel(), minlength=len(self.names)).tolist()
 
 
