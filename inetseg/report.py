@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import torch
 
 from inetseg import imaging, masks, shards, storage, viz
-from inetseg.config import PipelineConfig
 from inetseg.attention.maps import attention_maps, pseudo_label
+from inetseg.config import PipelineConfig
+from inetseg.models.io import load_model
 from inetseg.stages.attention import method_of
-from inetseg.stages.filter import load_classifier
 from inetseg.train.data import normalise
 
 
@@ -31,7 +31,7 @@ def grid_png(cfg: PipelineConfig, classes: list[str], n: int) -> bytes:
     the trimap of that attention, the final prediction and the ground truth."""
     rows = _first_rows(cfg.evaluate.predictions, n, ["image", "gt", "pred"])
     device = torch.device("cpu")
-    model, meta = load_classifier(cfg.attention.model, device)
+    model, meta = load_model(cfg.attention.model, device, "classifier")
     images = [imaging.decode_rgb(b) for b in rows["image"]]
     if not images:
         return viz.encode_png(np.zeros((8, 8, 3), np.uint8))

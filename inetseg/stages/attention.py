@@ -15,6 +15,7 @@ from inetseg.attention.cam import CAM_NORMS
 from inetseg.attention.excitation import BIAS_MODES
 from inetseg.attention.fusion import MAPS
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
+from inetseg.models.io import load_model
 from inetseg.stages.common import (
     actor_pool,
     run_stage,
@@ -24,7 +25,6 @@ from inetseg.stages.common import (
     usable_images,
     write_stage,
 )
-from inetseg.stages.filter import load_classifier
 
 log = logging.getLogger("inetseg")
 
@@ -52,7 +52,7 @@ class PseudoLabeler:
     def __init__(self, model_dir: str, cfg: C.AttentionConfig):
         set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
-        self.model, _ = load_classifier(model_dir, self.device)
+        self.model, _ = load_model(model_dir, self.device, "classifier")
         self.cfg, self.method = cfg, method_of(cfg)
 
     def __call__(self, batch: dict) -> pa.Table:

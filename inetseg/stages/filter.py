@@ -16,8 +16,7 @@ import torch
 
 from inetseg import config as C
 from inetseg import filtering, schema, shards, storage
-from inetseg.models.classifier import build_classifier
-from inetseg.models.io import local_model_file
+from inetseg.models.io import load_model
 from inetseg.stages import classifier
 from inetseg.stages.common import (
     actor_pool,
@@ -35,21 +34,13 @@ from inetseg.train.data import classifier_batch, to_input
 log = logging.getLogger("inetseg")
 
 
-def load_classifier(model_dir: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The exported classifier (eval mode, on `device`) and its meta."""
-    meta = storage.read_json(storage.join(model_dir, "meta.json"))
-    model = build_classifier(meta["num_classes"], meta["width"])
-    model.load_state_dict(torch.load(local_model_file(model_dir), map_location="cpu"))
-    return model.to(device).eval(), meta
-
-
 class Scorer:
     """Actor: holds the classifier once, scores batches of IMAGES rows (Eqn 13-15 inputs)."""
 
     def __init__(self, model_dir: str, compute: C.ComputeConfig, rule: dict, round_: int):
         set_threads(compute.torch_threads)
         self.device = torch_device(compute.use_gpu)
-        self.model, meta = load_classifier(model_dir, self.device)
+        self.model, meta = load_model(model_dir, self.device, "classifier")
         self.input_size = meta["input_size"]
         self.rule, self.round = rule, round_
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from inetseg import config as C
 from inetseg import imaging, schema, shards
-from inetseg.inference import load_segmenter, predict_probs
+from inetseg.inference import predict_probs
+from inetseg.models.io import load_model
 from inetseg.stages.common import (
     actor_pool,
     read_stage,
@@ -41,7 +42,7 @@ class Predictor:
     def __init__(self, model_dir: str, cfg: C.PredictConfig):
         set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
-        self.model, _ = load_segmenter(model_dir, self.device)
+        self.model, _ = load_model(model_dir, self.device, "segmenter")
         self.cfg = cfg
 
     def __call__(self, batch: dict) -> pa.Table:

@@ -20,8 +20,8 @@ import ray
 from inetseg import config as C
 from inetseg import imaging, masks, photos, shards, storage, viz
 from inetseg.crf import crf_labels
-from inetseg.inference import load_segmenter, predict_logits, single_class, upsample_probs
-from inetseg.models.io import META_FILE, MODEL_FILE
+from inetseg.inference import predict_logits, single_class, upsample_probs
+from inetseg.models.io import META_FILE, MODEL_FILE, load_model
 from inetseg.stages.common import actor_pool, set_threads, torch_device
 from inetseg.stages.predict import npy_bytes
 
@@ -122,7 +122,7 @@ class Segmentor:
     def __init__(self, cfg: C.SegmentConfig, names: list[str], input_size: int):
         set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
-        self.model, _ = load_segmenter(cfg.model, self.device)
+        self.model, _ = load_model(cfg.model, self.device, "segmenter")
         self.cfg, self.names, self.input_size = cfg, names, input_size
 
     def __call__(self, batch: dict) -> pa.Table:
