@@ -11,7 +11,6 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 import torch
 
 from inetseg import config as C
@@ -20,6 +19,7 @@ from inetseg.models.io import load_model
 from inetseg.stages import classifier
 from inetseg.stages.common import (
     actor_pool,
+    filter_ids,
     read_stage,
     run_stage,
     set_threads,
@@ -59,18 +59,6 @@ class Scorer:
         }, schema=schema.SCORES)
 
 
-def _only_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
-    """Keep the rows whose id is in the referenced array (fetched once per worker process)."""
-    key = ids_ref.hex()
-    if key not in _KEPT:
-        _KEPT.clear()
-        _KEPT[key] = ray.get(ids_ref)
-    return batch.filter(pc.is_in(batch.column("id"), value_set=_KEPT[key]))
-
-
-_KEPT: dict = {}
-
-
 def score(images: str, model_dir: str, out: str, rule: dict, round_: int, compute: C.ComputeConfig,
           folds: int = 0, fold: int = -1) -> None:
     """SCORES rows for the usable images (only those of `fold` when folds > 1) into `out`."""
@@ -87,8 +75,8 @@ def score(images: str, model_dir: str, out: str, rule: dict, round_: int, comput
 
 def keep_images(images: str, kept_ids: list[str], out: str) -> None:
     """The IMAGES rows whose id was kept, into `out` (the next round's input)."""
-    ref = ray.put(pa.array(kept_ids, pa.string()))
-    ds = read_stage(images, "image shards").map_batches(_only_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": ref})
+    ds = read_stage(images, "image shards").map_batches(
+        filter_ids, batch_format="pyarrow", fn_kwargs={"ids": pa.array(kept_ids, pa.string()), "keep": True})
     write_stage(ds, out, schema.IMAGES)
 
 
