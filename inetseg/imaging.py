@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,7 +48,7 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
             return im.size
     except Image.DecompressionBombError as e:  # PIL's own guard fired on the declared size
         raise ImageError("too_many_pixels", str(e)[:120]) from None
-    except Exception:  # noqa: BLE001 - any other header failure means 'decode and see'
+    except Exception:  # any other header failure means 'decode and see'
         return None
 
 

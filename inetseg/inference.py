@@ -1,21 +1,11 @@
-"""Load a trained segmenter and run it on decoded images: pure torch/numpy, no Ray."""
+"""Run a trained segmenter (models.io.load_model) on decoded images: pure torch/numpy, no Ray."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from inetseg import imaging, storage
-from inetseg.models.segmenter import Segmenter
-from inetseg.train import utils
+from inetseg import imaging
 from inetseg.train.data import normalise
-
-
-def load_segmenter(model_dir: str, device: torch.device) -> tuple[Segmenter, dict]:
-    """The exported segmenter (eval mode, on `device`) and its meta."""
-    meta = storage.read_json(storage.join(model_dir, utils.META_FILE))
-    model = Segmenter(meta["num_classes"], meta["width"], tuple(meta["aspp_rates"]))
-    model.load_state_dict(torch.load(utils.local_model_file(model_dir), map_location="cpu"))
-    return model.to(device).eval(), meta
 
 
 def predict_logits(model: torch.nn.Module, images: list[np.ndarray], input_size: int,

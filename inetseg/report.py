@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from inetseg import imaging, masks, shards, storage, viz
 from inetseg import config as C
+from inetseg import imaging, masks, shards, storage, viz
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
-from inetseg.stages.filter import load_classifier
+from inetseg.models.io import load_model
 from inetseg.train.data import normalise
 
 
@@ -32,7 +32,7 @@ def grid_png(cfg: Any, classes: list[str], n: int) -> bytes:
     the trimap of that attention, the final prediction and the ground truth."""
     rows = _first_rows(cfg.evaluate.predictions, n, ["image", "gt", "pred"])
     device = torch.device("cpu")
-    model, meta = load_classifier(cfg.attention.model, device)
+    model, meta = load_model(cfg.attention.model, device, "classifier")
     images = [imaging.decode_rgb(b) for b in rows["image"]]
     if not images:
         return viz.encode_png(np.zeros((8, 8, 3), np.uint8))

@@ -29,8 +29,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inetseg import config as C  # noqa: E402
-from inetseg import pipeline, storage  # noqa: E402
+from inetseg import config as C
+from inetseg import pipeline, storage
 
 # name -> the attention settings that differ from the pipeline's (paper rows of Table 1, in order).
 ROWS: dict[str, dict] = {

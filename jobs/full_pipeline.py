@@ -13,7 +13,7 @@ import sys
 # Under `ray job submit --working-dir .` the package is in the working dir, not necessarily installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inetseg.cli import add_pipeline_args, main  # noqa: E402
+from inetseg.cli import add_pipeline_args, main
 
 
 def parse(argv: list[str]) -> list[str]:

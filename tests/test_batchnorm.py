@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from inetseg.models.classifier import build_classifier
-from inetseg.train import utils
+from inetseg.train import batchnorm, worker
 
 
 def _net() -> nn.Module:
@@ -16,7 +16,7 @@ def test_recalibration_gives_the_plain_average_of_batch_statistics():
     net = _net()
     net[1].running_mean.fill_(5.0)  # stale statistics from "training"
     batches = [torch.randn(8, 3, 10, 10) * (i + 1) + i for i in range(3)]
-    seen = utils.recalibrate_batchnorm(net, iter(batches))
+    seen = batchnorm.recalibrate_batchnorm(net, iter(batches))
     assert seen == 24
     with torch.no_grad():
         feats = [net[0](b) for b in batches]
@@ -41,7 +41,7 @@ def test_after_recalibration_eval_mode_matches_train_mode_on_the_same_batch():
     model.eval()
     with torch.no_grad():
         stale = model(x)
-    utils.recalibrate_batchnorm(model, [x])
+    batchnorm.recalibrate_batchnorm(model, [x])
     assert not model.training  # mode restored
     with torch.no_grad():
         fresh = model(x)
@@ -52,8 +52,8 @@ def test_after_recalibration_eval_mode_matches_train_mode_on_the_same_batch():
 def test_nothing_to_recalibrate_on_leaves_the_statistics_alone():
     net = _net()
     net[1].running_mean.fill_(1.5)
-    assert utils.recalibrate_batchnorm(net, iter([])) == 0
-    assert utils.recalibrate_batchnorm(net, [torch.randn(1, 3, 8, 8)]) == 0  # a single image has no variance
+    assert batchnorm.recalibrate_batchnorm(net, iter([])) == 0
+    assert batchnorm.recalibrate_batchnorm(net, [torch.randn(1, 3, 8, 8)]) == 0  # a single image has no variance
     assert torch.all(net[1].running_mean == 1.5)
 
 
@@ -64,9 +64,9 @@ def test_recalibration_reaches_through_a_wrapper():
             self.module = module
 
     net = _net()
-    assert utils.recalibrate_batchnorm(Wrapper(net), [torch.randn(4, 3, 8, 8)]) == 4
+    assert batchnorm.recalibrate_batchnorm(Wrapper(net), [torch.randn(4, 3, 8, 8)]) == 4
     assert net[1].num_batches_tracked.item() == 1
-    utils.average_batchnorm_across_ranks(net)  # no process group: a no-op
+    batchnorm.average_batchnorm_across_ranks(net)  # no process group: a no-op
 
 
 @pytest.mark.parametrize("n_train,batch,world,expected", [
@@ -76,4 +76,4 @@ def test_recalibration_reaches_through_a_wrapper():
     (100, 64, 4, (1, True)),  # 25 per rank, batches of 16
 ])
 def test_steps_per_epoch_drops_only_a_short_last_batch(n_train, batch, world, expected):
-    assert utils.steps_per_epoch(n_train, batch, world) == expected
+    assert worker.steps_per_epoch(n_train, batch, world) == expected

@@ -4,6 +4,7 @@ from conftest import ingested_corpus
 
 from inetseg import config as C
 from inetseg.stages import classifier
+from inetseg.train import classifier as train_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +38,11 @@ def test_cached_and_streamed_training_both_run_and_recalibrate(images):
 
 def test_auto_caches_what_fits_and_counts_decoded_bytes(images):
     root, imgs = images
-    n, nbytes = classifier.training_rows(imgs)
+    n, nbytes = train_classifier.training_rows(imgs)
     assert (n, nbytes) == (36, 36 * 64 * 64 * 3)  # 36 images of 64 x 64 (ingest.max_side=64)
-    assert classifier.cache_decoded("auto", nbytes) and not classifier.cache_decoded("off", nbytes)
-    assert not classifier.cache_decoded("auto", 10**15) and classifier.cache_decoded("on", 10**15)
-    folds = [classifier.training_rows(imgs, folds=3, fold=f) for f in range(3)]
+    assert train_classifier.cache_decoded("auto", nbytes) and not train_classifier.cache_decoded("off", nbytes)
+    assert not train_classifier.cache_decoded("auto", 10**15) and train_classifier.cache_decoded("on", 10**15)
+    folds = [train_classifier.training_rows(imgs, folds=3, fold=f) for f in range(3)]
     assert sum(36 - k for k, _ in folds) == 36  # each image is left out of exactly one fold
     assert all(b == k * 64 * 64 * 3 for k, b in folds)
 

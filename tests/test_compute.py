@@ -3,8 +3,8 @@ import torch
 
 from inetseg.config import ComputeConfig
 from inetseg.stages.common import actor_pool, torch_device
-from inetseg.stages.training import backend
-from inetseg.train import utils
+from inetseg.train import worker
+from inetseg.train.trainer import backend
 
 
 def test_backend_follows_devices():
@@ -22,7 +22,7 @@ def test_actor_pools_ask_for_gpus_only_when_configured():
 def test_amp_is_a_no_op_on_cpu():
     cpu = torch.device("cpu")
     assert torch_device(use_gpu=False) == cpu
-    with utils.autocast(cpu, enabled=True):
+    with worker.autocast(cpu, enabled=True):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype == torch.float32
-    assert not utils.make_scaler(cpu, enabled=True).is_enabled()
+    assert not worker.make_scaler(cpu, enabled=True).is_enabled()

@@ -44,7 +44,7 @@ def test_paper_rounds_chain_and_count(images):
 
 
 def test_warm_start_from_a_mismatched_model_is_a_clear_error(images, tmp_path):
-    from inetseg.stages import classifier
+    from inetseg.train import classifier
 
     root, imgs = images
     with pytest.raises(FileNotFoundError, match="no exported classifier"):

@@ -109,7 +109,10 @@ def _small_object(side=128, obj=8):
 
 def test_scaled_crf_keeps_a_small_object_that_unscaled_kernels_erase():
     img, truth, probs = _small_object()
-    iou = lambda pred: ((pred == 1) & (truth == 1)).sum() / ((pred == 1) | (truth == 1)).sum()  # noqa: E731
+
+    def iou(pred):
+        return ((pred == 1) & (truth == 1)).sum() / ((pred == 1) | (truth == 1)).sum()
+
     scaled = iou(crf_labels(img, probs, CRFConfig()))
     unscaled = iou(crf_labels(img, probs, CRFConfig(reference_side=0)))
     assert scaled > 0.8, (scaled, unscaled)

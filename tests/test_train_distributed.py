@@ -113,8 +113,14 @@ def _kill_a_worker_after_checkpoint(storage: str, done: threading.Event, killed:
     deadline = time.time() + 300
     while time.time() < deadline and not done.is_set():
         if registered_checkpoints(storage) >= 1:
-            for p in psutil.process_iter(["cmdline"]):
-                if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []):
+            # Only this test's own cluster (raylets started by this process, their workers below them): on a
+            # shared machine another session's RayTrainWorker would die instead and this run never restart.
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    cmdline = " ".join(p.cmdline())
+                except psutil.Error:
+                    continue
+                if "ray::RayTrainWorker" in cmdline:
                     p.send_signal(signal.SIGKILL)
                     killed.append(p.pid)
                     return

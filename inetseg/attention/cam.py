@@ -42,14 +42,3 @@ CAM_NORMS = ("max", "minmax")
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """N x h x w -> N x H x W, bilinear (the upsampling of Eqn 8)."""
     return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-
-
-def class_attention(model: torch.nn.Module, images: torch.Tensor, labels0: torch.Tensor,
-                    out_size: tuple[int, int]) -> torch.Tensor:
-    """Normalised forward CAM of each image's class at out_size (N x H x W in [0, 1]), no grad."""
-
-    model.eval()
-    with torch.no_grad():
-        f = model.forward_features(images)
-        cam = forward_cam(f["inception5b"].float(), model.fc.weight.float(), labels0)
-        return upsample(normalise_map(cam), out_size).clamp(0, 1)

@@ -49,7 +49,7 @@ class ExcitationFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, op, op_t, absorb_bias):  # noqa: D102
+    def forward(ctx, x, weight, bias, op, op_t, absorb_bias):
         wp = weight.clamp(min=0)
         bp = bias.clamp(min=0) if absorb_bias else None
         ctx.save_for_backward(x, wp, bp if bp is not None else torch.empty(0))
@@ -57,7 +57,7 @@ class ExcitationFn(torch.autograd.Function):
         return op(x, weight, bias)
 
     @staticmethod
-    def backward(ctx, p_out):  # noqa: D102
+    def backward(ctx, p_out):
         x, wp, bp = ctx.saved_tensors
         z = ctx.op(x, wp, bp if ctx.absorb_bias else None)  # sum_i w+ a_i (+ b+): the normaliser 1/S_j
         ratio = torch.where(z > 0, p_out / z.clamp(min=1e-30), torch.zeros_like(p_out))
@@ -103,8 +103,13 @@ def eb_global_avgpool(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     flat = x.reshape(n * c, 1, h * w)
     weight = torch.full((1, 1, h * w), 1.0 / (h * w), dtype=x.dtype, device=x.device)
-    op = lambda t, wt, b: F.conv1d(t, wt, b)  # noqa: E731
-    op_t = lambda y, wt, shape: torch.nn.grad.conv1d_input(shape, wt, y)  # noqa: E731
+
+    def op(t: torch.Tensor, wt: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(t, wt, b)
+
+    def op_t(y: torch.Tensor, wt: torch.Tensor, shape: list[int]) -> torch.Tensor:
+        return torch.nn.grad.conv1d_input(shape, wt, y)
+
     out = ExcitationFn.apply(flat, weight, torch.zeros(1, dtype=x.dtype, device=x.device), op, op_t, False)
     return out.reshape(n, c)
 

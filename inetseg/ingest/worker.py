@@ -38,7 +38,7 @@ def process_files(sources: list[str], tags: list, labels: list, limits: imaging.
             status, error = e.reason, e.detail
         except (OSError, FileNotFoundError) as e:
             status, error = "unreadable", str(e).splitlines()[0][:200]
-        except Exception as e:  # noqa: BLE001 - a codec bug on one file must not kill the run
+        except Exception as e:  # a codec bug on one file must not kill the run
             status, error = "undecodable", f"{type(e).__name__}: {e}"[:200]
         for key, value in (("id", row_id(src)), ("tag", str(tag)), ("label", int(label)), ("source", src),
                            ("status", status), ("error", error), ("image", jpeg), ("height", h), ("width", w),

@@ -110,7 +110,7 @@ class Searcher:
             self.calls += 1
             try:
                 return self.api.photos.search(**params)["photos"]
-            except Exception as e:  # noqa: BLE001 - classified below
+            except Exception as e:  # classified below
                 if attempt == self.cfg.max_retries or not _retryable(e):
                     raise RuntimeError(f"flickr.photos.search failed for tag '{tag}': {e}") from None
                 self.retries += 1

@@ -12,9 +12,16 @@ import pyarrow.compute as pc
 from inetseg import config as C
 from inetseg import imaging, schema, shards
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
-from inetseg.stages.common import (actor_pool, run_stage, set_threads, declared_fingerprint, torch_device,
-                                    usable_images, write_stage)
-from inetseg.stages.filter import load_classifier
+from inetseg.models.io import load_model
+from inetseg.stages.common import (
+    actor_pool,
+    declared_fingerprint,
+    run_stage,
+    set_threads,
+    torch_device,
+    usable_images,
+    write_stage,
+)
 
 log = logging.getLogger("inetseg")
 
@@ -28,9 +35,9 @@ class PseudoLabeler:
     """Actor: holds the classifier once; turns IMAGES rows into PSEUDO rows."""
 
     def __init__(self, model_dir: str, cfg: C.AttentionConfig):
-        set_threads(cfg.compute)
+        set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
-        self.model, _ = load_classifier(model_dir, self.device)
+        self.model, _ = load_model(model_dir, self.device, "classifier")
         self.cfg, self.method = cfg, method_of(cfg)
 
     def __call__(self, batch: dict) -> pa.Table:

@@ -4,14 +4,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 import ray
 
 from inetseg import shards, storage
 from inetseg.config import ComputeConfig
-from inetseg.ingest.duplicates import duplicates_file, usable_ids, usable_rows  # noqa: F401 - driver-side readers, re-exported
+from inetseg.ingest.duplicates import duplicates_file
 
 log = logging.getLogger("inetseg")
 
@@ -77,22 +78,23 @@ def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:
     if storage.exists(dup_file):
         dups = shards.read_table_file(dup_file).column("id")
         if len(dups):
-            ds = ds.map_batches(drop_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": ray.put(dups)})
+            ds = ds.map_batches(filter_ids, batch_format="pyarrow", fn_kwargs={"ids": dups, "keep": False})
     return ds.select_columns(columns) if set(cols) != set(columns) else ds
 
 
-_ID_SETS: dict[str, Any] = {}
+def filter_ids(batch: pa.Table, ids: pa.Array | pa.ChunkedArray, keep: bool) -> pa.Table:
+    """The rows whose id is in `ids` (keep=True) or the rows whose id is not (keep=False).
 
-
-def drop_ids(batch: pa.Table, ids_ref: "ray.ObjectRef") -> pa.Table:
-    """Remove the rows whose id is in the referenced array (fetched once per worker process)."""
+    Meant for map_batches(filter_ids, fn_kwargs={"ids": ..., "keep": ...}), the id array passed as is: Ray
+    Data puts the whole UDF, fn_kwargs included, into the object store once per execution and every task
+    reads it from there; an Arrow array pickles its buffers out-of-band, so a task maps them from shared
+    memory rather than copying. Memory stays at one copy per node and is released with the execution,
+    with no per-process cache to keep alive (Ray warns once such a UDF passes 100 MB, ~4M ids of 20 chars).
+    """
     import pyarrow.compute as pc
 
-    key = ids_ref.hex()
-    if key not in _ID_SETS:
-        _ID_SETS.clear()
-        _ID_SETS[key] = ray.get(ids_ref)
-    return batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=_ID_SETS[key])))
+    hit = pc.is_in(batch.column("id"), value_set=ids)
+    return batch.filter(hit if keep else pc.invert(hit))
 
 
 def write_stage(ds: ray.data.Dataset, path: str, schema: pa.Schema, rows_per_file: int = 2000) -> None:
@@ -128,12 +130,12 @@ def torch_device(use_gpu: bool):
     return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
 
-def set_threads(compute: ComputeConfig) -> None:
-    """Intra-op threads for torch in this process (Ray sets 1 by default for 1-CPU tasks)."""
+def set_threads(torch_threads: int) -> None:
+    """Intra-op threads for torch in this process, 0 = every core: Ray gives a 1-CPU task, actor or train
+    worker one thread, while on a CPU node we want the cores it was sized for (compute.torch_threads)."""
     import torch
 
-    n = compute.torch_threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
+    torch.set_num_threads(torch_threads or os.cpu_count() or 1)
 
 
 def stage_fingerprint(cfg: Any, *inputs: str) -> str:

@@ -3,6 +3,7 @@ dropping noisy ones by the paper's rules; paper mode or out-of-fold (cross-fitte
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import posixpath
 import time
@@ -11,35 +12,36 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 import torch
 
 from inetseg import config as C
 from inetseg import filtering, schema, shards, storage
-from inetseg.models.classifier import build_classifier
-from inetseg.stages import classifier, training
-from inetseg.stages.common import (actor_pool, read_stage, run_stage, set_threads, stage_fingerprint, torch_device,
-                                    usable_images, write_stage)
+from inetseg.models.io import load_model
+from inetseg.stages.common import (
+    actor_pool,
+    declared_fingerprint,
+    filter_ids,
+    read_stage,
+    run_stage,
+    set_threads,
+    stage_fingerprint,
+    torch_device,
+    usable_images,
+    write_stage,
+)
+from inetseg.train import classifier
 from inetseg.train.data import classifier_batch, to_input
 
 log = logging.getLogger("inetseg")
-
-
-def load_classifier(model_dir: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The exported classifier (eval mode, on `device`) and its meta."""
-    meta = storage.read_json(storage.join(model_dir, "meta.json"))
-    model = build_classifier(meta["num_classes"], meta["width"])
-    model.load_state_dict(torch.load(training.local_copy(model_dir), map_location="cpu"))
-    return model.to(device).eval(), meta
 
 
 class Scorer:
     """Actor: holds the classifier once, scores batches of IMAGES rows (Eqn 13-15 inputs)."""
 
     def __init__(self, model_dir: str, compute: C.ComputeConfig, rule: dict, round_: int):
-        set_threads(compute)
+        set_threads(compute.torch_threads)
         self.device = torch_device(compute.use_gpu)
-        self.model, meta = load_classifier(model_dir, self.device)
+        self.model, meta = load_model(model_dir, self.device, "classifier")
         self.input_size = meta["input_size"]
         self.rule, self.round = rule, round_
 
@@ -58,21 +60,10 @@ class Scorer:
         }, schema=schema.SCORES)
 
 
-def _only_ids(batch: pa.Table, ids_ref: ray.ObjectRef) -> pa.Table:
-    """Keep the rows whose id is in the referenced array (fetched once per worker process)."""
-    key = ids_ref.hex()
-    if key not in _KEPT:
-        _KEPT.clear()
-        _KEPT[key] = ray.get(ids_ref)
-    return batch.filter(pc.is_in(batch.column("id"), value_set=_KEPT[key]))
-
-
-_KEPT: dict = {}
-
-
 def score(images: str, model_dir: str, out: str, rule: dict, round_: int, compute: C.ComputeConfig,
-          folds: int = 0, fold: int = -1) -> None:
-    """SCORES rows for the usable images (only those of `fold` when folds > 1) into `out`."""
+          folds: int = 0, fold: int = -1) -> dict:
+    """SCORES rows for the usable images (only those of `fold` when folds > 1) into `out`; returns the
+    marker fields (none: the table is the result)."""
     ds = usable_images(images, "image shards", ["id", "tag", "label", "image"])
     if folds > 1:
         ds = ds.map_batches(classifier.fold_rows, batch_format="pyarrow",
@@ -82,13 +73,15 @@ def score(images: str, model_dir: str, out: str, rule: dict, round_: int, comput
                                                    "round_": round_},
                             **actor_pool(compute))
     write_stage(scored, out, schema.SCORES)
+    return {}
 
 
-def keep_images(images: str, kept_ids: list[str], out: str) -> None:
-    """The IMAGES rows whose id was kept, into `out` (the next round's input)."""
-    ref = ray.put(pa.array(kept_ids, pa.string()))
-    ds = read_stage(images, "image shards").map_batches(_only_ids, batch_format="pyarrow", fn_kwargs={"ids_ref": ref})
+def keep_images(images: str, kept_ids: list[str], out: str) -> dict:
+    """The IMAGES rows whose id was kept, into `out` (the next round's input); returns its marker fields."""
+    ds = read_stage(images, "image shards").map_batches(
+        filter_ids, batch_format="pyarrow", fn_kwargs={"ids": pa.array(kept_ids, pa.string()), "keep": True})
     write_stage(ds, out, schema.IMAGES)
+    return {"classes": classifier.classes_of(images), "ok": len(kept_ids), "total": len(kept_ids), "failed": {}}
 
 
 def round_counts(scores: pa.Table) -> dict:
@@ -100,13 +93,9 @@ def round_counts(scores: pa.Table) -> dict:
             "per_tag": {t: {"in": per_in[t], "kept": per_out.get(t, 0)} for t in sorted(per_in)}}
 
 
-def final_images(cfg: C.FilterConfig) -> str:
-    """Where the filtered images end up: the last round's images/, or the input when rounds = 0."""
-    return storage.join(cfg.out, f"round{cfg.rounds}", "images") if cfg.rounds else cfg.images
-
-
-def _round_classifier(cfg: C.FilterConfig, images: str, out: str, fold: int = -1,
-                      init_from: str = "") -> C.ClassifierConfig:
+def round_classifier(cfg: C.FilterConfig, images: str, out: str, fold: int = -1,
+                     init_from: str = "") -> C.ClassifierConfig:
+    """filter.train aimed at one round's images and model folder (its own Ray Train storage beside it)."""
     c = copy.deepcopy(cfg.train)
     c.images, c.out = images, out
     if init_from:
@@ -115,6 +104,13 @@ def _round_classifier(cfg: C.FilterConfig, images: str, out: str, fold: int = -1
     c.storage_path = storage.join(out + "_ray_train") if not cfg.train.storage_path else storage.join(
         cfg.train.storage_path, posixpath.basename(out.rstrip("/")))
     return c
+
+
+def train_classifier(ccfg: C.ClassifierConfig, what: str, resume: bool) -> dict:
+    """A round's classifier, resumable on its own with the classifier stage's fingerprint and run name."""
+    classifier.check(ccfg)
+    fp = declared_fingerprint("classifier", ccfg)
+    return run_stage(what, ccfg.out, fp, resume, lambda: classifier.fit(ccfg, f"classifier-{fp}"))
 
 
 def run_round(cfg: C.FilterConfig, r: int, rule: dict, images: str, resume: bool) -> dict:
@@ -130,42 +126,37 @@ def run_round(cfg: C.FilterConfig, r: int, rule: dict, images: str, resume: bool
         # continues on the cleaner images. From scratch, each round's short schedule left the last
         # round's model less sure of clean images than the one before (demo: median P(tag) 0.81 vs 0.97).
         init = storage.join(cfg.out, f"round{r - 1}", name) if cfg.warm_start and r > 1 else ""
-        ccfg = _round_classifier(cfg, images, storage.join(rdir, name), f, init)
+        ccfg = round_classifier(cfg, images, storage.join(rdir, name), f, init)
         log.info("filter round %d (%s): training %s on %s", r, rule["rule"], name, images)
-        cmeta = classifier.run(ccfg, resume)
+        cmeta = train_classifier(ccfg, f"filter round {r} {name}", resume)
         accs.append(cmeta.get("metrics", {}).get("val_acc"))
         sdir = scores_dir if f < 0 else storage.join(scores_dir, f"fold{f}")
         score_dirs.append(sdir)
         fp = stage_fingerprint({"rule": rule, "round": r, "fold": f, "compute": C.to_dict(cfg.compute)},
                                images, ccfg.out)
+        folds_scored = cfg.folds if f >= 0 else 0
         run_stage(f"filter round {r} scoring", sdir, fp, resume,
-                  lambda ccfg=ccfg, sdir=sdir, f=f: (score(images, ccfg.out, sdir, rule, r, cfg.compute,
-                                                           cfg.folds if f >= 0 else 0, f), {})[1])
+                  functools.partial(score, images, ccfg.out, sdir, rule, r, cfg.compute, folds_scored, f))
     scores = pa.concat_tables([shards.read_table(d, columns=["id", "tag", "kept"]) for d in score_dirs])
     counts = round_counts(scores)
-    classes = list(shards.read_marker(images)["classes"])
     kept_ids = pc.filter(scores.column("id"), scores.column("kept")).to_pylist()
     fp = stage_fingerprint({"round": r}, *score_dirs)
-    run_stage(f"filter round {r} keep", images_out, fp, resume,
-              lambda: (keep_images(images, kept_ids, images_out),
-                       {"classes": classes, "ok": len(kept_ids), "total": len(kept_ids), "failed": {}})[1])
+    run_stage(f"filter round {r} keep", images_out, fp, resume, lambda: keep_images(images, kept_ids, images_out))
     return {"round": r, **rule, **counts, "classifier_val_acc": accs, "seconds": round(time.time() - t0, 2)}
 
 
 def run(cfg: C.FilterConfig, resume: bool = True) -> dict:
     """The paper's rounds (Eqn 13, 14, 15), each retraining on what the last kept; returns the stage marker
-    with every round's counts. The kept images of the last round are at final_images(cfg)."""
+    with every round's counts. The kept images of the last round are at filtering.filtered_images(cfg)."""
     shards.require(cfg.images, "image shards")
-    classes = list(shards.read_marker(cfg.images)["classes"])
-    fp = stage_fingerprint(cfg, cfg.images)
-    if resume and shards.is_complete(cfg.out, fp):
-        log.info("filter: reusing finished output at %s", cfg.out)
-        return {**shards.read_marker(cfg.out), "reused": True}
+    fp = declared_fingerprint("filter", cfg)
+    # keep_partial: every round's steps resume on their own (finished models, scores and images are reused).
+    return run_stage("filter", cfg.out, fp, resume, lambda: run_rounds(cfg, resume), keep_partial=True)
+
+
+def run_rounds(cfg: C.FilterConfig, resume: bool) -> dict:
+    """Every round in order, each on the images the last one kept; returns the stage marker's fields."""
     t0 = time.time()
-    storage.makedirs(cfg.out)
-    stale = storage.join(cfg.out, shards.SUCCESS)
-    if storage.exists(stale):
-        storage.delete_file(stale)
     rounds, images = [], cfg.images
     schedule = filtering.paper_rounds(cfg.rounds, cfg.eqn13_threshold, cfg.eqn14_top_k, cfg.eqn15_threshold)
     for r, rule in enumerate(schedule, start=1):
@@ -181,6 +172,6 @@ def run(cfg: C.FilterConfig, resume: bool = True) -> dict:
         images = storage.join(cfg.out, f"round{r}", "images")
     n_in = rounds[0]["in"] if rounds else int(shards.read_marker(cfg.images)["ok"])
     n_out = rounds[-1]["kept"] if rounds else n_in
-    meta = {"classes": classes, "mode": cfg.mode, "rounds": rounds, "in": n_in, "kept": n_out,
-            "dropped": n_in - n_out, "images": final_images(cfg), "seconds": time.time() - t0}
-    return shards.mark_complete(cfg.out, fp, meta)
+    return {"classes": classifier.classes_of(cfg.images), "mode": cfg.mode, "rounds": rounds, "in": n_in,
+            "kept": n_out, "dropped": n_in - n_out, "images": filtering.filtered_images(cfg),
+            "seconds": time.time() - t0}

@@ -9,8 +9,17 @@ import pyarrow as pa
 
 from inetseg import config as C
 from inetseg import imaging, schema, shards
-from inetseg.inference import load_segmenter, predict_probs
-from inetseg.stages.common import actor_pool, read_stage, run_stage, declared_fingerprint, set_threads, torch_device, write_stage
+from inetseg.inference import predict_probs
+from inetseg.models.io import load_model
+from inetseg.stages.common import (
+    actor_pool,
+    declared_fingerprint,
+    read_stage,
+    run_stage,
+    set_threads,
+    torch_device,
+    write_stage,
+)
 
 log = logging.getLogger("inetseg")
 
@@ -19,9 +28,9 @@ class Predictor:
     """Actor: holds the segmenter once; TEST rows -> PREDICTIONS rows."""
 
     def __init__(self, model_dir: str, cfg: C.PredictConfig):
-        set_threads(cfg.compute)
+        set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
-        self.model, _ = load_segmenter(model_dir, self.device)
+        self.model, _ = load_model(model_dir, self.device, "segmenter")
         self.cfg = cfg
 
     def __call__(self, batch: dict) -> pa.Table:

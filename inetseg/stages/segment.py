@@ -11,7 +11,7 @@ import logging
 import posixpath
 import time
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +20,9 @@ import ray
 from inetseg import config as C
 from inetseg import imaging, masks, photos, schema, shards, storage, viz
 from inetseg.crf import crf_labels
-from inetseg.inference import load_segmenter, predict_logits, single_class, upsample_probs
+from inetseg.inference import predict_logits, single_class, upsample_probs
+from inetseg.models.io import META_FILE, MODEL_FILE, load_model
 from inetseg.stages.common import actor_pool, set_threads, torch_device
-from inetseg.train import utils
 
 log = logging.getLogger("inetseg")
 
@@ -35,11 +35,11 @@ ROW = pa.schema([("file", pa.string()), ("name", pa.string()), ("status", pa.str
 
 def read_model_meta(model: str) -> dict:
     """The segmenter folder's meta.json (one-line FileNotFoundError / ConfigError when it is not one)."""
-    for fname in (utils.MODEL_FILE, utils.META_FILE):
+    for fname in (MODEL_FILE, META_FILE):
         if not storage.exists(storage.join(model, fname)):
             raise FileNotFoundError(f"model={model} has no {fname} (expected a trained segmenter folder, "
                                     f"e.g. a pipeline run's segmenter/)")
-    meta = storage.read_json(storage.join(model, utils.META_FILE))
+    meta = storage.read_json(storage.join(model, META_FILE))
     if meta.get("kind", "segmenter") != "segmenter":
         raise C.ConfigError(f"model={model} holds a {meta.get('kind')}, not a segmenter")
     return meta
@@ -89,7 +89,7 @@ def check(cfg: C.SegmentConfig) -> None:
 def fingerprint(cfg: C.SegmentConfig) -> str:
     """Hash of the model's weights and of every setting that changes what is written for a photo."""
     settings = {k: v for k, v in C.to_dict(cfg).items() if k not in ("model", "images", "out", "compute")}
-    h = hashlib.sha256(storage.read_bytes(storage.join(cfg.model, utils.MODEL_FILE)))
+    h = hashlib.sha256(storage.read_bytes(storage.join(cfg.model, MODEL_FILE)))
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -119,9 +119,9 @@ class Segmentor:
     """Actor: holds the segmenter once; (file, name) rows -> files under out + one small row per photo."""
 
     def __init__(self, cfg: C.SegmentConfig, names: list[str], input_size: int):
-        set_threads(cfg.compute)
+        set_threads(cfg.compute.torch_threads)
         self.device = torch_device(cfg.compute.use_gpu)
-        self.model, _ = load_segmenter(cfg.model, self.device)
+        self.model, _ = load_model(cfg.model, self.device, "segmenter")
         self.cfg, self.names, self.input_size = cfg, names, input_size
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -150,11 +150,13 @@ class Segmentor:
         cfg = self.cfg
         labels = crf_labels(image, probs, cfg.crf_params) if cfg.crf else probs.argmax(0).astype(np.uint8)
         if cfg.probs:
-            storage.write_bytes(storage.join(cfg.out, PROBS, name + ".npy"), schema.encode_probs(probs.astype(np.float16)))
+            storage.write_bytes(storage.join(cfg.out, PROBS, name + ".npy"),
+                                schema.encode_probs(probs.astype(np.float16)))
         shown = viz.overlay(image, labels, self.names, cfg.overlay_alpha)
         storage.write_bytes(storage.join(cfg.out, OVERLAYS, name + ".jpg"),
                             imaging.encode_jpeg(shown, cfg.jpeg_quality))
-        storage.write_bytes(storage.join(cfg.out, MASKS, name + ".png"), masks.encode_palette_png(labels.astype(np.uint8)))
+        storage.write_bytes(storage.join(cfg.out, MASKS, name + ".png"),
+                            masks.encode_palette_png(labels.astype(np.uint8)))
         return np.bincount(labels.ravel(), minlength=len(self.names)).tolist()
 
 

@@ -27,16 +27,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-from inetseg import storage  # noqa: E402
-from inetseg.attention.cam import forward_cam  # noqa: E402
-from inetseg.attention.excitation import googlenet_excitation  # noqa: E402
-from inetseg.attention.fusion import fuse  # noqa: E402
-from inetseg.attention.maps import Method, attention_maps, pseudo_label  # noqa: E402
-from inetseg.models.classifier import build_classifier  # noqa: E402
+from inetseg import storage
+from inetseg.attention.cam import forward_cam
+from inetseg.attention.excitation import googlenet_excitation
+from inetseg.attention.fusion import fuse
+from inetseg.attention.maps import Method, attention_maps, pseudo_label
+from inetseg.models.classifier import build_classifier
 
 
 def maps(model, x, lab0, size):

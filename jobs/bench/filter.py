@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from inetseg import audit, pipeline, storage  # noqa: E402
-from inetseg.stages.common import usable_ids  # noqa: E402
+from inetseg import audit, filtering, pipeline, storage
+from inetseg.ingest.duplicates import usable_ids
 
 
 def main() -> int:
@@ -54,15 +54,15 @@ def main() -> int:
         fcfg.out = cfg.filter.out if mode == cfg.filter.mode else storage.join(cfg.out, f"filter-{mode}")
         t0 = time.time()
         meta = filter_stage.run(fcfg)
-        entry = audit.filter_quality(fcfg.images, filter_stage.final_images(fcfg), truth)
+        entry = audit.filter_quality(fcfg.images, filtering.filtered_images(fcfg), truth)
         entry["seconds"] = meta.get("seconds", time.time() - t0)
         entry["rounds"] = []
         images_in = fcfg.images
         for r in meta["rounds"]:
             images_out = storage.join(fcfg.out, f"round{r['round']}", "images")
             q = audit.filter_quality(images_in, images_out, truth)
-            entry["rounds"].append({"round": r["round"], "rule": r["rule"], "classifier_val_acc": r["classifier_val_acc"],
-                                    **q})
+            entry["rounds"].append({"round": r["round"], "rule": r["rule"],
+                                    "classifier_val_acc": r["classifier_val_acc"], **q})
             images_in = images_out
         result[mode] = entry
         print(f"{mode}: noise {entry['noise_before']:.3f} -> {entry['noise_after']:.3f}, precision "

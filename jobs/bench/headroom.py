@@ -17,18 +17,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from inetseg import config as C  # noqa: E402
-from inetseg import imaging, masks, schema, shards, storage  # noqa: E402
+from inetseg import config as C
+from inetseg import imaging, masks, schema, shards, storage
 
 
 def oracle_table(corpus: str, classes: list[str], out: str) -> int:
     """PSEUDO-schema shards whose masks are the hidden GT of every image that shows an object."""
     truth = pq.read_table(storage.join(corpus, "hidden", "train_truth.parquet"))
     rows: dict[str, list] = {n: [] for n in schema.PSEUDO.names}
-    for f, tag, noise, mask in zip(*(truth.column(c).to_pylist() for c in ("file", "tag", "noise", "mask"))):
+    for f, tag, mask in zip(*(truth.column(c).to_pylist() for c in ("file", "tag", "mask"))):
         gt = masks.decode_mask(mask)
         if not (gt > 0).any():
             continue

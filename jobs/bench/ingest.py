@@ -1,6 +1,7 @@
 """Ingest benchmark: Ray ingest vs a bare loop, vs img2dataset on the same URLs, and memory at N vs 4N.
 
-    python jobs/bench/ingest.py --out ingest.json [--images 8000] [--rows-per-shard 500] [--photos ../shared/data/camvid-train/images]
+    python jobs/bench/ingest.py --out ingest.json [--images 8000] [--rows-per-shard 500] \
+        [--photos ../shared/data/camvid-train/images]
 
 1. Local files: images/s of `inetseg ingest` (Ray Data, all cores) against a bare single-process
    read -> decode -> resize -> JPEG loop over the same files (`ratio_vs_bare_loop`; goal >= 1.6 on 2 cores).
@@ -26,9 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from inetseg import config as C  # noqa: E402
-from inetseg import imaging, storage  # noqa: E402
-from inetseg.sources import synth  # noqa: E402
+from inetseg import config as C
+from inetseg import imaging, storage
+from inetseg.sources import synth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -229,8 +230,7 @@ def main() -> int:
             # the first few does in a long ingest. Both are reported.
             cold.append(ray_ingest(src1, os.path.join(work, "out1"), **common))
             warm.append(ray_ingest(src1, os.path.join(work, "out1"), **common))
-        best = lambda runs: max(runs, key=lambda r: r["images_per_second"])  # noqa: E731
-        b, o, c = best(bare), best(warm), best(cold)
+        b, o, c = (max(runs, key=lambda r: r["images_per_second"]) for runs in (bare, warm, cold))
         result["local"] = {"source": "photos:" + args.photos if args.photos else f"synthetic {args.size}px",
                            "bare_loop": b, "ray_ingest": o, "ray_ingest_cold": c,
                            "runs_images_per_second": {"bare_loop": [r["images_per_second"] for r in bare],

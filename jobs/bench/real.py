@@ -24,13 +24,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import numpy as np
+import pyarrow as pa
 
-from inetseg import audit, baselines, imaging, masks, metrics, pipeline, schema, shards, storage  # noqa: E402
-from inetseg import config as C  # noqa: E402
-from inetseg.registry import PipelineConfig  # noqa: E402
-from inetseg.sources import tagged  # noqa: E402
+from inetseg import audit, baselines, imaging, masks, metrics, pipeline, schema, shards, storage
+from inetseg import config as C
+from inetseg.registry import PipelineConfig
+from inetseg.sources import tagged
 
 log = logging.getLogger("inetseg")
 
@@ -83,8 +83,8 @@ def centre_prior_miou(split: tagged.Split) -> dict:
 
 def oracle(cfg: PipelineConfig, truth: dict[str, dict], work: str) -> dict:
     """The run's segmenter config trained on the masked training photos' true masks; test mIoU without CRF."""
+    from inetseg.ingest.duplicates import usable_rows
     from inetseg.stages import evaluate, predict, segmenter
-    from inetseg.stages.common import usable_rows
 
     pseudo = storage.join(work, "oracle", "pseudo")
     ids = [i for i, t in truth.items() if t["mask"] is not None]

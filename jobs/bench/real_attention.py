@@ -16,12 +16,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from inetseg import imaging, masks, metrics  # noqa: E402
-from inetseg.attention.maps import Method, attention_maps, pseudo_label  # noqa: E402
-from inetseg.stages.filter import load_classifier  # noqa: E402
+from inetseg import imaging, masks, metrics
+from inetseg.attention.maps import Method, attention_maps, pseudo_label
+from inetseg.models.io import load_model
 
 # name -> Method fields; "objectness alone" weighs the prior 1000:1 against the attention.
 VARIANTS = {
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
     items = [(photo, mask, classes.index(os.path.basename(os.path.dirname(photo))) + 1)
              for photo, mask in sorted(split["train_masks"].items())]
     torch.set_num_threads(os.cpu_count() or 1)
-    model, _ = load_classifier(os.path.join(args.work, "run", "classifier"), torch.device("cpu"))
+    model, _ = load_model(os.path.join(args.work, "run", "classifier"), torch.device("cpu"), "classifier")
     result = {"work": os.path.abspath(args.work), "photos": len(items), "max_side": args.max_side,
               "input_size": args.input_size, "variants": {}}
     for name, fields in VARIANTS.items():

@@ -14,8 +14,8 @@ Images per second are the training loop's own (from its first to its last batch 
 best epoch after the first); wall-clock seconds including Ray Train start-up are reported beside them.
 `ratio_vs_plain_torch` = ray_1 / plain; `ratio_vs_plain_torch_1thread` = ray_1x1 / plain_1thread;
 `speedup_2_workers` = ray_2x1 / ray_1x1. Each Ray run follows its baseline run directly and the pairs
-repeat (`--repeats`, default 3): the ratios reported are the median pair's, every pair's is kept. Each Ray run also reports `data_wait_frac` per epoch (share of
-the loop spent waiting for input batches).
+repeat (`--repeats`, default 3): the ratios reported are the median pair's, every pair's is kept. Each Ray
+run also reports `data_wait_frac` per epoch (share of the loop spent waiting for input batches).
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from inetseg import config as C  # noqa: E402
-from inetseg import imaging, shards, storage  # noqa: E402
+from inetseg import config as C
+from inetseg import imaging, shards, storage
 
 
 def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
@@ -39,8 +39,8 @@ def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from inetseg.ingest.duplicates import usable_ids
     from inetseg.models.classifier import build_classifier
-    from inetseg.stages.common import usable_ids
     from inetseg.train.data import augment_images, to_input
 
     torch.set_num_threads(threads)
@@ -137,7 +137,8 @@ def main() -> int:
               f"{r['images_per_second']:.1f} img/s -> {pairs[-1]['ratio']:.3f}", flush=True)
         p1 = plain_torch(images, cfg, 1)
         r1 = ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1)
-        pairs_1t.append({"plain_1thread": p1, "ray_1x1": r1, "ratio": r1["images_per_second"] / p1["images_per_second"]})
+        pairs_1t.append({"plain_1thread": p1, "ray_1x1": r1,
+                         "ratio": r1["images_per_second"] / p1["images_per_second"]})
         print(f"pair {rep}, one thread: plain {p1['images_per_second']:.1f}, ray 1x1 "
               f"{r1['images_per_second']:.1f} img/s -> {pairs_1t[-1]['ratio']:.3f}", flush=True)
     result["ray_2x1"] = ray_train(images, cfg, storage.join(args.run, "ray2x1"), 2, 1)

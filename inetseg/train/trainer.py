@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -11,28 +10,34 @@ import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from inetseg import config as C
 from inetseg import storage
-from inetseg.config import ComputeConfig
-from inetseg.train import utils
+from inetseg.models.io import META_FILE, MODEL_FILE
 
 log = logging.getLogger("inetseg")
 
 
-def backend(compute: ComputeConfig) -> str:
+def backend(compute: C.ComputeConfig) -> str:
     """nccl for GPU workers, gloo for CPU ones, unless the config names one."""
     if compute.backend != "auto":
         return compute.backend
     return "nccl" if compute.use_gpu else "gloo"
 
 
-def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, ray.data.Dataset],
-        compute: ComputeConfig, storage_path: str, max_failures: int, keep: int = 2) -> Any:
-    """Run `loop` on compute.num_workers DDP workers; returns the Ray Train Result.
+def loop_config(cfg: Any, **extra: Any) -> dict:
+    """What the per-worker loop reads: the stage config's fields (compute's two per-worker knobs flattened
+    in, the rest of compute is the driver's) plus `extra`."""
+    d = {k: v for k, v in C.to_dict(cfg).items() if k != "compute"}
+    return {**d, **extra, "torch_threads": cfg.compute.torch_threads, "amp": cfg.compute.amp}
+
+
+def make_trainer(name: str, loop: Callable[[dict], None], config: dict, datasets: dict[str, ray.data.Dataset],
+                 compute: C.ComputeConfig, storage_path: str, max_failures: int, keep: int = 2) -> TorchTrainer:
+    """`loop` on compute.num_workers DDP workers.
 
     Checkpoints go to `storage_path/name`; a re-run with the same path resumes from the newest one,
     and up to `max_failures` worker deaths are survived by restarting from it.
     """
-    loop_config = {**loop_config, "torch_threads": compute.torch_threads, "amp": compute.amp}
     cpus = ray.cluster_resources().get("CPU", 0)
     if compute.num_workers * compute.cpus_per_worker >= cpus:
         # Ray Data decodes and augments in tasks of their own; with every CPU reserved by the workers
@@ -40,9 +45,9 @@ def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: di
         log.warning("%s: %d workers x %.2g CPUs reserve all %d CPUs of the cluster; Ray Data needs some for "
                     "decoding: lower compute.cpus_per_worker or add nodes", name, compute.num_workers,
                     compute.cpus_per_worker, int(cpus))
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker=loop,
-        train_loop_config=loop_config,
+        train_loop_config=config,
         torch_config=TorchConfig(backend=backend(compute)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=compute.num_workers, use_gpu=compute.use_gpu, placement_strategy=compute.placement_strategy,
@@ -59,10 +64,17 @@ def fit(name: str, loop: Callable[[dict], None], loop_config: dict, datasets: di
         # loop's speed through CPU contention with torch's threads).
         dataset_config=DataConfig(datasets_to_split="all" if compute.num_workers > 1 else []),
     )
-    result = trainer.fit()
+
+
+def fit(name: str, loop: Callable[[dict], None], config: dict, datasets: dict[str, ray.data.Dataset],
+        compute: C.ComputeConfig, storage_path: str, max_failures: int, out: str,
+        keep: int = 2) -> tuple[dict, list[dict]]:
+    """Train (see make_trainer) and export the final model into `out`; returns (its meta, every epoch's metrics)."""
+    result = make_trainer(name, loop, config, datasets, compute, storage_path, max_failures, keep).fit()
     if result.error:
         raise RuntimeError(f"{name} training failed: {result.error}")
-    return result
+    meta = export_model(result, out)
+    return meta, history(result, meta)
 
 
 def export_model(result: Any, out: str) -> dict:
@@ -70,21 +82,10 @@ def export_model(result: Any, out: str) -> dict:
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
-        for fname in (utils.MODEL_FILE, utils.META_FILE):
+        for fname in (MODEL_FILE, META_FILE):
             storage.write_bytes(storage.join(out, fname), open(os.path.join(d, fname), "rb").read())
-        meta = storage.read_json(storage.join(out, utils.META_FILE))
+        meta = storage.read_json(storage.join(out, META_FILE))
     return meta
-
-
-def local_copy(model_dir: str) -> str:
-    """A local path to `model_dir`/model.pt on this node (downloaded when it is a cloud URI)."""
-    return utils.local_model_file(model_dir)
-
-
-def drop_train_storage(storage_path: str) -> None:
-    """Remove Ray Train's run folder once the model is exported (local runs only)."""
-    if not storage.is_uri(storage_path):
-        shutil.rmtree(storage_path, ignore_errors=True)
 
 
 def history(result: Any, meta: dict) -> list[dict]:
