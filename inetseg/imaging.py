@@ -26,12 +26,12 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What ingest accepts."""
+    """What ingest accepts (IngestConfig's keys of the same names)."""
 
-    max_side: int = 500
-    min_side: int = 32
-    max_aspect: float = 4.0
-    max_pixels: int = 50_000_000
+    max_side: int = 500  # longer side after resizing
+    min_side: int = 32  # smaller images are 'too_small'
+    max_aspect: float = 4.0  # more elongated ones are 'bad_aspect'
+    max_pixels: int = 50_000_000  # decoded size limit: decompression bombs are 'too_many_pixels'
 
 
 def sniff(data: bytes) -> bool:

@@ -49,7 +49,7 @@ def test_auto_caches_what_fits_and_counts_decoded_bytes(images):
 
 def test_unknown_cache_mode_is_a_one_line_config_error(images):
     root, imgs = images
-    with pytest.raises(C.ConfigError, match="cache_decoded must be auto, on or off"):
+    with pytest.raises(C.ConfigError, match="cache_decoded must be one of auto, on, off"):
         _cfg(root, imgs, "bad", cache_decoded="sometimes")
 
 

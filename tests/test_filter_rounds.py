@@ -33,7 +33,7 @@ def test_paper_rounds_chain_and_count(images):
         assert r["in"] == r["kept"] + r["dropped"]
         assert sum(t["in"] for t in r["per_tag"].values()) == r["in"]
         assert sum(t["kept"] for t in r["per_tag"].values()) == r["kept"]
-    final = filter_stage.final_images(cfg)
+    final = filtering.filtered_images(cfg)
     assert shards.count_rows(final) == meta["kept"] == rounds[-1]["kept"]
     # Round 2 is Eqn 14: with 3 classes and top-3, nothing can be dropped.
     assert rounds[1]["dropped"] == 0
@@ -84,9 +84,9 @@ def test_filter_quality_against_hidden_truth(images):
     cfg = _cfg(root, imgs, "paper", rounds=3, eqn13_threshold=0.2, eqn15_threshold=0.25)
     filter_stage.run(cfg)  # reused when the paper-rounds test already ran it
     truth = audit.load_truth(str(root / "c"))
-    q = audit.filter_quality(imgs, filter_stage.final_images(cfg), truth)
+    q = audit.filter_quality(imgs, filtering.filtered_images(cfg), truth)
     assert q["images_in"] == 60 and 0 <= q["noise_after"] <= 1 and 0 <= q["clean_kept"] <= 1
-    kept = shards.read_table(filter_stage.final_images(cfg), columns=["id"]).column("id").to_pylist()
+    kept = shards.read_table(filtering.filtered_images(cfg), columns=["id"]).column("id").to_pylist()
     assert q["images_kept"] == len(kept)
     assert set(kept) <= set(shards.read_table(imgs, columns=["id"]).column("id").to_pylist())
 
