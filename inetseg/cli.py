@@ -26,7 +26,11 @@ def describe_fields(cls: type, prefix: str = "", defaults: typing.Any = None) ->
         if dataclasses.is_dataclass(default):
             lines.append(describe_fields(type(default), prefix + f.name + ".", default))
             continue
-        tp = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        hint = hints[f.name]
+        if typing.get_origin(hint) is typing.Literal:  # the choices, as the loader checks them
+            tp = "|".join(map(str, typing.get_args(hint)))
+        else:
+            tp = getattr(hint, "__name__", str(hint))
         lines.append(f"  {prefix + f.name:<34} {tp:<10} default: {default!r}")
     return "\n".join(lines)
 
