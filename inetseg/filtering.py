@@ -57,6 +57,11 @@ def fold_of(ids, folds: int) -> np.ndarray:
                      for i in ids], dtype=np.int64)
 
 
+def split_tables(out: str) -> dict[str, str]:
+    """The split stage's two IMAGES tables under its out: what trains the first nets, what fine-tuning labels."""
+    return {"train": storage.join(out, "train"), "heldout": storage.join(out, "heldout")}
+
+
 def filtered_images(cfg: Any) -> str:
     """Where a filter config's surviving images end up: the last round's images/, or its input when rounds = 0."""
     return storage.join(cfg.out, f"round{cfg.rounds}", "images") if cfg.rounds else cfg.images

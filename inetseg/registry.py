@@ -102,22 +102,41 @@ STAGES: tuple[Stage, ...] = (
           required=(("images", "out"),), inputs={"images": In(("ingest",))},
           products={"images": filtering.filtered_images}, metrics=_filter_metrics,
           counts=lambda m: {"filtered": m["kept"]}),
+    Stage("split", C.SplitConfig, "inetseg.stages.split:run", folder="split",
+          help="cut the filtered images in two by id hash: train/ and the share online fine-tuning keeps back "
+               "(images= out= share=)", required=(("images", "out"),),
+          inputs={"images": In(("filter.images", "ingest"))},
+          products={"train": lambda c: filtering.split_tables(c.out)["train"],
+                    "heldout": lambda c: filtering.split_tables(c.out)["heldout"]},
+          enabled=lambda run: run.finetune.enabled, counts=lambda m: {"held_out": m["heldout"]}),
     Stage("classifier", C.ClassifierConfig, "inetseg.stages.classifier:run", folder="classifier",
           help="train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
-          required=(("images", "out"),), inputs={"images": In(("filter.images", "ingest"))}, metrics=_history),
+          required=(("images", "out"),), inputs={"images": In(("split.train", "filter.images", "ingest"))},
+          metrics=_history),
     Stage("attention", C.AttentionConfig, "inetseg.stages.attention:run", folder="pseudo",
           help="forward CAM + excitation backprop + trimap -> pseudo-label shards (images= model= out=)",
           required=(("images", "model", "out"),),
-          inputs={"images": In(("filter.images", "ingest")), "model": In(("classifier",))},
+          inputs={"images": In(("split.train", "filter.images", "ingest")), "model": In(("classifier",))},
           metrics=lambda m: [({k: m[k] for k in ("images", "mean_ignored", "mean_foreground")}, None)],
           counts=lambda m: {"pseudo_labelled": m["images"]}),
     Stage("segmenter", C.SegmenterConfig, "inetseg.stages.segmenter:run", folder="segmenter",
           help="train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
           required=(("pseudo", "model", "out"),), inputs={"pseudo": In(("attention",)), "model": In(("classifier",))},
           metrics=_history),
+    Stage("finetune", C.FinetuneConfig, "inetseg.stages.finetune:run", folder="finetune",
+          help="online fine-tuning, Eqn 11-12: the segmenter labels held-out images, the classifier keeps the ones "
+               "it still names, the segmenter trains again (images= classifier= model= pseudo= out=)",
+          required=(("images", "classifier", "model", "out"),),
+          inputs={"images": In(("split.heldout",)), "classifier": In(("classifier",)), "model": In(("segmenter",)),
+                  "pseudo": In(("attention",))},
+          products={"model": lambda c: storage.join(c.out, f"round{c.rounds}", "segmenter")},
+          enabled=lambda run: run.finetune.enabled,
+          metrics=lambda m: [({k: r[k] for k in ("images", "kept", "kept_share", "mean_p_tag")}, r["round"])
+                             for r in m["rounds"]],
+          counts=lambda m: {"finetune_kept": m["rounds"][-1]["kept"]} if m["rounds"] else {}),
     Stage("predict", C.PredictConfig, "inetseg.stages.predict:run", folder="predictions",
           help="run the segmenter over a test table (test= model= out=)", required=(("test", "model", "out"),),
-          inputs={"test": In(("testset",)), "model": In(("segmenter",))}, enabled=scored,
+          inputs={"test": In(("testset",)), "model": In(("finetune.model", "segmenter"))}, enabled=scored,
           counts=lambda m: {"test_images": m["images"]}),
     Stage("crf", C.CRFConfig, "inetseg.stages.crf:run", folder="crf",
           help="dense-CRF refinement of predictions (predictions= out=)", required=(("predictions", "out"),),
@@ -163,40 +182,13 @@ files exist (same model and settings); --no-resume redoes them all. compute.use_
 
 # ---------------------------------------------------------------- the run's config
 
-def _check_run(self: Any, p: str = "") -> None:
-    """Checks across stages (each stage's config has checked itself)."""
-    C.check(self.num_cpus >= 0, f"{p}num_cpus must be >= 0")
-    C.check(not (self.evaluate.pred or self.evaluate.gt),
-            f"{p}evaluate.pred / evaluate.gt score mask files with `inetseg evaluate`; the pipeline scores its own "
-            "predictions (give test=DIR instead)")
-    C.check(not self.classifier_from_filter or (self.filter.rounds > 0 and self.filter.mode == "paper"),
-            f"{p}classifier_from_filter needs filter.rounds > 0 and filter.mode=paper (one model per round)")
-
-
-_RUN_FIELDS: list[tuple[str, type, Any]] = [
-    ("out", str, "runs/default"),  # output root: local path or s3:// / gs:// URI
-    ("source", str, "synth"),  # synth = the offline corpus; otherwise a folder per tag or a crawl folder
-    ("test", str, ""),  # with a real source: a folder with images/, masks/ (class ids) and classes.json
-    ("ray_address", str, ""),  # '' = start a local Ray (or join RAY_ADDRESS); 'auto' = existing cluster
-    ("num_cpus", int, 0),  # local Ray only: CPUs to give it; 0 = all
-    ("mlflow_uri", str, ""),  # '' = MLFLOW_TRACKING_URI, else sqlite under <out>
-    ("experiment", str, "inetseg"),  # MLflow experiment name
-    ("run_name", str, ""),  # MLflow parent run name; '' = generated
-    ("resume", bool, True),  # skip stages whose output is complete with the same config
-    # The final classifier starts from the last filter round's model instead of from random weights
-    # (filter.mode=paper): the rounds already trained it on (nearly) the same images, so fewer epochs reach
-    # further. Beyond the paper; on by the real preset, where 2.4k photos leave a from-scratch net weak.
-    ("classifier_from_filter", bool, False),
-    ("seed", int, 0),  # the run's seed: every stage seed left at 0 takes it (repeat a run with seed=1, 2, ...)
-]
-
 def _run_config(pipeline: tuple[Stage, ...]) -> type:
     """The run's config class: the run-level keys, then a section per pipeline stage."""
     cls = dataclasses.make_dataclass(
         "PipelineConfig",
-        [(n, t, field(default=d)) for n, t, d in _RUN_FIELDS]
+        [(n, t, field(default=d)) for n, t, d in C.RUN_FIELDS]
         + [(s.name, s.config, field(default_factory=s.config)) for s in pipeline],
-        namespace={"validate": _check_run, "__doc__": "The whole run: where it writes, how it tracks, and every "
+        namespace={"validate": C.check_run, "__doc__": "The whole run: where it writes, how it tracks, and every "
                                                       "pipeline stage's settings (a section per stage)."})
     cls.__module__ = __name__  # make_dataclass names its caller only from Python 3.12
     return cls

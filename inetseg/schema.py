@@ -74,6 +74,9 @@ PSEUDO = pa.schema([
     ("foreground", pa.float32()), # share of object pixels
 ])
 
+# finetune: every held-out image the segmenter labelled, with Eqn 12's verdict (PSEUDO's rows + two columns).
+RELABELLED = pa.schema([*PSEUDO, ("p_tag", pa.float32()), ("kept", pa.bool_())])
+
 # test split: clean images with ground-truth masks (never used for training).
 TEST = pa.schema([
     ("id", pa.string()),

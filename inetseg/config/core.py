@@ -19,7 +19,10 @@ INTERNAL = {"internal": True}
 
 
 def internal(default: Any) -> Any:
-    """A field the code sets (fold of a cross-fitted model, warm-start folder): not a user key."""
+    """A field the code sets (fold of a cross-fitted model, warm-start folder): not a user key.
+    A list default is copied per instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=INTERNAL)
     return dataclasses.field(default=default, metadata=INTERNAL)
 
 
@@ -27,10 +30,10 @@ def is_internal(f: dataclasses.Field) -> bool:
     return bool(f.metadata.get("internal"))
 
 
-def subset(cls: type, obj: Any) -> Any:
+def subset(cls: type, obj: Any, partial: bool = False) -> Any:
     """An instance of dataclass `cls` from the same-named fields of `obj` (a stage config -> a pure-code settings
-    object, without copying fields by hand)."""
-    return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})
+    object, without copying fields by hand); partial=True leaves the fields `obj` lacks at their defaults."""
+    return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls) if not partial or hasattr(obj, f.name)})
 
 
 # ---------------------------------------------------------------- building from dicts

@@ -161,6 +161,56 @@ class SegmenterConfig:
     max_failures: int = 2
     seed: int = 0
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    # Set by the code (online fine-tuning), not by users:
+    init_from: str = internal("")  # a segmenter folder whose weights start training ('' = from the classifier)
+    extra_pseudo: list[str] = internal([])  # further pseudo-label tables trained on together with `pseudo`
 
     def validate(self, p: str = "") -> None:
         _check_training(self, p)
+
+
+@dataclass
+class SplitConfig:
+    """The filtered images cut in two by a hash of their id: the share online fine-tuning keeps back, and the
+    rest that the classifier, attention and the first segmenter train on (the paper: 20k of 680k)."""
+
+    images: str = ""  # the filtered image shards
+    out: str = ""  # train/ and heldout/ image tables; default: <pipeline out>/split
+    share: float = 0.03  # of the filtered images kept back for fine-tuning
+
+    def validate(self, p: str = "") -> None:
+        check(0 < self.share < 0.5, f"{p}share must be in (0, 0.5)")
+
+
+@dataclass
+class FinetuneConfig:
+    """Online fine-tuning (Section 3.2, Eqn 11-12): the segmenter labels the held-out images, the classifier
+    keeps those whose segmented object it still names, and the segmenter trains on again on them."""
+
+    enabled: bool = False  # run the split and finetune stages in the pipeline
+    images: str = ""  # the held-out image shards (split's heldout/)
+    classifier: str = ""  # the classifier folder (Eqn 12's check)
+    model: str = ""  # the segmenter to start from
+    pseudo: str = ""  # its pseudo labels, trained on again together with the new ones (include_initial)
+    out: str = ""  # round1/, round2/, ... (scored/, pseudo/, segmenter/); the last round's model is the output
+    rounds: int = 1  # the paper: one
+    mu: float = 0.4  # Eqn 12: keep an image when P(tag | I.M) > mu
+    include_initial: bool = True  # fine-tune on the initial pseudo labels too (else on the new ones only)
+    input_size: int = 321  # segmenter input side when labelling (letterboxed, as predict)
+    classifier_input_size: int = 224  # classifier input side for Eqn 12
+    # Eqn 9 and Eqn 10 on the segmenter's tag probability (the attention stage's meaning and defaults):
+    smoothing: bool = True
+    segment_scale: float = 100.0
+    segment_sigma: float = 0.8
+    segment_min_size: int = 20
+    trimap: bool = True
+    delta_object: float = 0.65
+    delta_background: float = 0.5
+    train: SegmenterConfig = field(default_factory=SegmenterConfig)  # the fine-tuning schedule (paths unused)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)  # the labelling actor pool
+
+    def validate(self, p: str = "") -> None:
+        check(self.rounds >= 1, f"{p}rounds must be >= 1")
+        check(0 <= self.mu < 1, f"{p}mu must be in [0, 1)")
+        check(0 <= self.delta_background <= self.delta_object <= 1,
+              f"{p}need 0 <= delta_background <= delta_object <= 1")

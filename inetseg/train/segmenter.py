@@ -21,14 +21,19 @@ from inetseg.train.data import segmenter_batch
 
 
 def check(cfg: C.SegmenterConfig) -> None:
-    """Both inputs must be finished stage outputs (one-line FileNotFoundError)."""
-    shards.require(cfg.pseudo, "pseudo-label shards")
+    """Every input must be a finished stage output (one-line FileNotFoundError)."""
+    for table in (cfg.pseudo, *cfg.extra_pseudo):
+        shards.require(table, "pseudo-label shards")
     shards.require(cfg.model, "classifier model")
+    if cfg.init_from:
+        shards.require(cfg.init_from, "segmenter model")
 
 
 def datasets(cfg: C.SegmenterConfig) -> dict[str, ray.data.Dataset]:
     """train (scale-jittered crops) and bn (pseudo-labelled images whole, resized: as prediction sees them)."""
     ds = read_stage(cfg.pseudo, "pseudo-label shards", columns=["image", "mask"])
+    for table in cfg.extra_pseudo:  # fine-tuning: the new pseudo labels and, by option, the initial ones
+        ds = ds.union(read_stage(table, "pseudo-label shards", columns=["image", "mask"]))
 
     def batched(d: ray.data.Dataset, augment: bool) -> ray.data.Dataset:
         return d.map_batches(segmenter_batch, batch_format="numpy", batch_size=32,
@@ -41,7 +46,12 @@ def datasets(cfg: C.SegmenterConfig) -> dict[str, ray.data.Dataset]:
 
 
 def build_from_classifier(config: dict) -> Segmenter:
-    """A segmenter whose backbone starts from the trained classifier (no outside weights)."""
+    """A segmenter whose backbone starts from the trained classifier (no outside weights), or, when fine-tuning
+    (init_from), the whole net from a segmenter this run trained."""
+    if config.get("init_from"):
+        net = Segmenter(config["num_classes"], config["width"], tuple(config["aspp_rates"]))
+        net.load_state_dict(torch.load(local_model_file(config["init_from"]), map_location="cpu"))
+        return net
     classifier = build_classifier(config["num_classes"], config["width"])
     if config.get("classifier_dir"):
         classifier.load_state_dict(torch.load(local_model_file(config["classifier_dir"]), map_location="cpu"))
@@ -105,11 +115,12 @@ def fit(cfg: C.SegmenterConfig, run_name: str) -> dict:
     export cfg.out/model.pt + meta.json; returns the stage meta (images, metrics, every epoch's history)."""
     t0 = time.time()
     cmeta = storage.read_json(storage.join(cfg.model, META_FILE))
-    n = shards.count_rows(cfg.pseudo)
+    n = sum(shards.count_rows(t) for t in (cfg.pseudo, *cfg.extra_pseudo))
     if n == 0:
         raise ValueError(f"no pseudo-labelled images in {cfg.pseudo}")
     config = trainer.loop_config(cfg, num_classes=cmeta["num_classes"], width=cmeta["width"],
-                                 classes=cmeta["classes"], n_train=n, classifier_dir=storage.absolute(cfg.model))
+                                 classes=cmeta["classes"], n_train=n, classifier_dir=storage.absolute(cfg.model),
+                                 init_from=storage.absolute(cfg.init_from) if cfg.init_from else "")
     meta, history = trainer.fit(run_name, train_loop_per_worker, config, datasets(cfg), cfg.compute,
                                 cfg.out.rstrip("/") + "_ray_train", cfg.max_failures, cfg.out)
     return {"images": n, "seconds": time.time() - t0, "metrics": meta["metrics"], "history": history}

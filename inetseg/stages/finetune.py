@@ -1,0 +1,138 @@
+"""Finetune stage: online fine-tuning (Section 3.2). Per round, the segmenter labels the held-out images (Eqn 11),
+the classifier keeps those whose segmented object it still names (Eqn 12) in a Ray Data actor pool, and the
+segmenter trains again on their pseudo labels (Eqn 9-10) with Ray Train. Each step resumes on its own."""
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from inetseg import config as C
+from inetseg import finetune, imaging, schema, shards, storage
+from inetseg.attention.maps import Method
+from inetseg.inference import predict_probs
+from inetseg.models.io import load_model
+from inetseg.stages.common import (
+    actor_pool,
+    declared_fingerprint,
+    read_stage,
+    run_stage,
+    set_threads,
+    stage_fingerprint,
+    torch_device,
+    usable_images,
+    write_stage,
+)
+from inetseg.train import segmenter as train_segmenter
+from inetseg.train.data import augment_images, to_input
+
+log = logging.getLogger("inetseg")
+
+
+class Relabeller:
+    """Actor: holds the segmenter and the classifier once; IMAGES rows -> RELABELLED rows (Eqn 11, 12, 9-10)."""
+
+    def __init__(self, segmenter_dir: str, cfg: C.FinetuneConfig):
+        set_threads(cfg.compute.torch_threads)
+        self.device = torch_device(cfg.compute.use_gpu)
+        self.segmenter, _ = load_model(segmenter_dir, self.device, "segmenter")
+        self.classifier, _ = load_model(cfg.classifier, self.device, "classifier")
+        self.cfg, self.method = cfg, C.subset(Method, cfg, partial=True)
+
+    def p_tag(self, images: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+        """Eqn 12: the classifier's P(tag) of each (masked) image."""
+        x = torch.from_numpy(augment_images(images, self.cfg.classifier_input_size, augment=False)).to(self.device)
+        with torch.no_grad():
+            probs = torch.softmax(self.classifier(to_input(x)).float(), 1).cpu().numpy()
+        return probs[np.arange(len(labels)), labels - 1]
+
+    def __call__(self, batch: dict) -> pa.Table:
+        images = [imaging.decode_rgb(b) for b in batch["image"]]
+        labels = np.asarray(batch["label"], dtype=np.int64)
+        probs = predict_probs(self.segmenter, images, self.cfg.input_size, self.device)
+        regions = [finetune.object_region(p, int(lab)) for p, lab in zip(probs, labels)]
+        p_tag = self.p_tag([finetune.masked_image(im, m) for im, m in zip(images, regions)], labels)
+        kept = finetune.keep(p_tag, self.cfg.mu)
+        rows: dict[str, list] = {n: [] for n in schema.RELABELLED.names}
+        for i, label in enumerate(labels):
+            mask, att = finetune.pseudo_from_segmenter(probs[i][label], images[i], int(label), self.method)
+            for key, value in (("id", batch["id"][i]), ("tag", batch["tag"][i]), ("label", int(label)),
+                               ("image", batch["image"][i]), ("mask", imaging.encode_png(mask)),
+                               ("attention", imaging.encode_png((att * 255).round().astype(np.uint8))),
+                               ("height", att.shape[0]), ("width", att.shape[1]),
+                               ("ignored", float((mask == schema.IGNORE).mean())),
+                               ("foreground", float((mask == label).mean())),
+                               ("p_tag", float(p_tag[i])), ("kept", bool(kept[i]))):
+                rows[key].append(value)
+        return pa.Table.from_pydict(rows, schema=schema.RELABELLED)
+
+
+def relabel(cfg: C.FinetuneConfig, model: str, out: str) -> dict:
+    """Every held-out image labelled by `model` and judged by the classifier, into `out` (RELABELLED)."""
+    ds = usable_images(cfg.images, "held-out image shards", ["id", "tag", "label", "image"])
+    scored = ds.map_batches(Relabeller, batch_format="numpy",
+                            fn_constructor_kwargs={"segmenter_dir": model, "cfg": cfg}, **actor_pool(cfg.compute))
+    write_stage(scored, out, schema.RELABELLED)
+    t = shards.read_table(out, columns=["p_tag", "kept", "ignored"])
+    n, kept = t.num_rows, int(pc.sum(t.column("kept")).as_py() or 0)
+    return {"images": n, "kept": kept, "kept_share": kept / n if n else 0.0,
+            "mean_p_tag": float(pc.mean(t.column("p_tag")).as_py() or 0) if n else 0.0}
+
+
+def kept_pseudo(scored: str, out: str) -> dict:
+    """The kept rows of a RELABELLED table as a PSEUDO table (what the segmenter trains on)."""
+    ds = read_stage(scored, "relabelled held-out images").filter(lambda row: bool(row["kept"]))
+    write_stage(ds.select_columns(schema.PSEUDO.names), out, schema.PSEUDO)
+    return {"images": shards.count_rows(out)}
+
+
+def run_round(cfg: C.FinetuneConfig, r: int, model: str, resume: bool) -> dict:
+    """One round: relabel, keep, fine-tune; returns its counts and where its segmenter is."""
+    t0 = time.time()
+    rdir = storage.join(cfg.out, f"round{r}")
+    scored, pseudo = storage.join(rdir, "scored"), storage.join(rdir, "pseudo")
+    fp = stage_fingerprint({"round": r, **C.to_dict(cfg)}, cfg.images, model)
+    counts = run_stage(f"finetune round {r} relabel", scored, fp, resume,
+                       functools.partial(relabel, cfg, model, scored))
+    run_stage(f"finetune round {r} keep", pseudo, stage_fingerprint({"round": r}, scored), resume,
+              functools.partial(kept_pseudo, scored, pseudo))
+    if counts["kept"] == 0:
+        raise C.ConfigError(f"finetune round {r} kept none of its {counts['images']} held-out images: "
+                            f"finetune.mu={cfg.mu} is too strict for this classifier")
+    seg = copy.deepcopy(cfg.train)
+    seg.pseudo, seg.model, seg.init_from = pseudo, cfg.classifier, model
+    seg.extra_pseudo = [cfg.pseudo] if cfg.include_initial else []
+    seg.out = storage.join(rdir, "segmenter")
+    seg_fp = declared_fingerprint("segmenter", seg)
+    meta = run_stage(f"finetune round {r} segmenter", seg.out, seg_fp, resume,
+                     functools.partial(train_segmenter.fit, seg, f"finetune-{seg_fp}"))
+    log.info("finetune round %d: kept %d of %d held-out images (mean P(tag | I.M) %.2f)", r, counts["kept"],
+             counts["images"], counts["mean_p_tag"])
+    return {"round": r, **{k: counts[k] for k in ("images", "kept", "kept_share", "mean_p_tag")},
+            "trained_on": meta.get("images"), "metrics": meta.get("metrics", {}), "segmenter": seg.out,
+            "seconds": round(time.time() - t0, 2)}
+
+
+def run(cfg: C.FinetuneConfig, resume: bool = True) -> dict:
+    """cfg.rounds rounds from cfg.model; the last round's segmenter (out/round<rounds>/segmenter) is the output."""
+    for path, what in ((cfg.images, "held-out image shards"), (cfg.classifier, "classifier model"),
+                       (cfg.model, "segmenter model")):
+        shards.require(path, what)
+    if cfg.include_initial:
+        shards.require(cfg.pseudo, "pseudo-label shards")
+
+    def body() -> dict:
+        t0, model, rounds = time.time(), cfg.model, []
+        for r in range(1, cfg.rounds + 1):
+            rounds.append(run_round(cfg, r, model, resume))
+            model = rounds[-1]["segmenter"]
+        return {"rounds": rounds, "model": model, "seconds": time.time() - t0,
+                "classes": list(shards.read_marker(cfg.images).get("classes", []))}
+
+    return run_stage("finetune", cfg.out, declared_fingerprint("finetune", cfg), resume, body, keep_partial=True)

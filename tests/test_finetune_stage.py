@@ -1,0 +1,59 @@
+"""Online fine-tuning under Ray on a tiny finished run: split, relabel (Eqn 11-12), keep, fine-tune, resume."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import TINY
+
+from inetseg import config as C
+from inetseg import pipeline, shards
+from inetseg.schema import IMAGES, PSEUDO, RELABELLED
+from inetseg.stages import finetune, split
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, tmp_path_factory):
+    """A tiny pipeline with fine-tuning on: its split and finetune stages run in order like every other."""
+    out = tmp_path_factory.mktemp("ft")
+    cfg = pipeline.load_config("demo", None, [f"out={out}", *TINY, "crf.enabled=false", "finetune.enabled=true",
+                                              "split.share=0.3", "finetune.mu=0.0", "finetune.input_size=64",
+                                              "finetune.classifier_input_size=64", "finetune.train.input_size=64",
+                                              "finetune.train.epochs=1", "finetune.train.batch_size=8"])
+    return cfg, pipeline.run(cfg)
+
+
+def test_the_pipeline_runs_split_and_finetune_and_predicts_with_the_finetuned_model(run):
+    cfg, summary = run
+    assert list(summary["seconds"]).index("split") < list(summary["seconds"]).index("classifier")
+    assert list(summary["seconds"]).index("segmenter") < list(summary["seconds"]).index("finetune")
+    assert cfg.predict.model == cfg.finetune.out + "/round1/segmenter"
+    held, train = shards.read_table(cfg.split.out + "/heldout"), shards.read_table(cfg.split.out + "/train")
+    assert held.schema.equals(IMAGES) and train.schema.equals(IMAGES)
+    assert held.num_rows > 0 and not set(held.column("id").to_pylist()) & set(train.column("id").to_pylist())
+    assert cfg.classifier.images == cfg.split.out + "/train"  # the first nets never see the held-out share
+    assert summary["counts"]["held_out"] == held.num_rows
+
+
+def test_relabelled_rows_and_the_kept_pseudo_labels(run):
+    cfg, _ = run
+    scored = shards.read_table(cfg.finetune.out + "/round1/scored")
+    assert scored.schema.equals(RELABELLED)
+    p = scored.column("p_tag").to_pylist()
+    assert all(0 <= v <= 1 for v in p) and all(scored.column("kept").to_pylist())  # mu = 0 keeps all
+    pseudo = shards.read_table(cfg.finetune.out + "/round1/pseudo")
+    assert pseudo.schema.equals(PSEUDO) and pseudo.num_rows == scored.num_rows
+    meta = shards.read_marker(cfg.finetune.out)
+    rnd = meta["rounds"][0]
+    # trained on the new labels and the initial ones (include_initial)
+    assert rnd["trained_on"] == pseudo.num_rows + shards.count_rows(cfg.attention.out)
+
+
+def test_a_strict_mu_that_keeps_nothing_is_a_one_line_error_and_a_rerun_reuses(run, tmp_path):
+    cfg, _ = run
+    again = finetune.run(cfg.finetune)
+    assert again.get("reused") is True
+    strict = dataclasses.replace(cfg.finetune, mu=0.999999, out=str(tmp_path / "strict"))
+    with pytest.raises(C.ConfigError, match="kept none"):
+        finetune.run(strict)
+    assert split.run(cfg.split).get("reused") is True
