@@ -38,6 +38,10 @@ class CRFParams:
 
     def validate(self, p: str = "") -> None:
         check(self.iterations >= 1, f"{p}iterations must be >= 1")
+        check(self.gaussian_sxy > 0 and self.bilateral_sxy > 0, f"{p}gaussian_sxy and bilateral_sxy must be > 0")
+        check(self.bilateral_srgb > 0, f"{p}bilateral_srgb must be > 0")
+        check(self.gaussian_compat >= 0 and self.bilateral_compat >= 0,
+              f"{p}gaussian_compat and bilateral_compat must be >= 0 (0 = kernel off)")
         check(self.reference_side >= 0, f"{p}reference_side must be >= 0")
 
 
