@@ -12,7 +12,8 @@ PAPER: dict = {
     "attention": {"compute": {"use_gpu": True, "num_actors": 4, "inference_batch_size": 128}},
     "segmenter": {"compute": {"num_workers": 4, "use_gpu": True}},
     "predict": {"compute": {"use_gpu": True, "num_actors": 2}},
-    "crf": {"compute": {"num_actors": 16}},
+    # A partial `compute` mapping starts from ComputeConfig's defaults, not CRFConfig's: restate the batch.
+    "crf": {"compute": {"num_actors": 16, "inference_batch_size": 8}},
 }
 
 # Sized so the whole pipeline runs in minutes on 2 CPU cores: small images, a thinner GoogLeNet
@@ -33,7 +34,8 @@ DEMO: dict = {
     "attention": {"input_size": 256, "compute": _CPU},
     "segmenter": {"input_size": 128, "epochs": 8, "batch_size": 16, "lr": 0.01, "compute": _CPU},
     "predict": {"input_size": 128, "compute": _CPU},
-    "crf": {"compute": _CPU},
+    # pydensecrf is single-threaded: two 1-CPU tasks at once use both cores; small batches keep both busy.
+    "crf": {"compute": {"num_actors": 2, "cpus_per_worker": 1, "inference_batch_size": 16}},
 }
 
 # Real photos on a laptop: the demo's small nets and schedules on a folder per tag (`source=DIR`,

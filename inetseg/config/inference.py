@@ -52,7 +52,14 @@ class CRFConfig(CRFParams):
     predictions: str = ""  # input predictions; default: the predict output
     out: str = ""  # refined predictions; default: <pipeline out>/crf
     enabled: bool = True  # run the stage in the pipeline
-    compute: ComputeConfig = field(default_factory=ComputeConfig)  # (the stage uses one CPU per task)
+    # Ray Data tasks (pydensecrf is single-threaded and holds no model, so no actors): num_actors = tasks at
+    # once, cpus_per_worker = CPUs each reserves (1 fits), inference_batch_size = images per task (their
+    # float16 probabilities are in memory together: 8 VOC-sized images with 21 classes ~ 65 MB). GPU unused.
+    compute: ComputeConfig = field(default_factory=lambda: ComputeConfig(inference_batch_size=8))
+
+    def validate(self, p: str = "") -> None:
+        super().validate(p)
+        check(not self.compute.use_gpu, f"{p}compute.use_gpu: the dense CRF runs on CPUs only")
 
 
 @dataclass
