@@ -26,14 +26,23 @@ class PredictConfig:
 
 @dataclass
 class CRFParams:
-    """The dense CRF's own settings (what inetseg.crf reads), shared by the crf stage and `segment`."""
+    """The dense CRF's own settings (what inetseg.crf reads), shared by the crf stage and `segment`.
+
+    Defaults from jobs/bench/crf.py (results/crf.json): of 10 settings, the one whose smallest gain over
+    CamVid (coarse unaries from true masks, with and without wandering boundaries) and the demo's test
+    predictions was highest on one hash half; on the other half mIoU +0.04 / +1.08 / +0.00 points (73.36 ->
+    73.40, 62.70 -> 63.78, 34.12 -> 34.13 %). No setting measurably helps on plain CamVid or the demo;
+    DeepLab's wider, stronger kernels (the old defaults: Gaussian 3/3, bilateral 50/13/4) cost 4.4 and 4.0
+    points there, eating thin and small objects. A short-range, colour-tight bilateral kernel alone only
+    snaps boundaries to edges.
+    """
 
     iterations: int = 10  # mean-field steps
     gaussian_sxy: float = 3.0  # smoothness kernel width (pixels)
-    gaussian_compat: float = 3.0  # smoothness kernel weight
-    bilateral_sxy: float = 50.0  # appearance kernel width (pixels)
-    bilateral_srgb: float = 13.0  # appearance kernel colour width
-    bilateral_compat: float = 4.0  # appearance kernel weight
+    gaussian_compat: float = 0.0  # smoothness kernel weight (0 = off: it only erodes thin objects here)
+    bilateral_sxy: float = 20.0  # appearance kernel width (pixels)
+    bilateral_srgb: float = 5.0  # appearance kernel colour width (0-255 scale)
+    bilateral_compat: float = 2.0  # appearance kernel weight (0 = off)
     reference_side: int = 500  # the sxy widths are for images this long; scaled to each image (0 = pixels as given)
 
     def validate(self, p: str = "") -> None:
