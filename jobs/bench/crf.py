@@ -1,7 +1,7 @@
 """Dense CRF benchmark: mIoU with and without the CRF over a grid of CRF settings, on data it never trains on.
 
-    python jobs/bench/crf.py --camvid ../shared/data/camvid-train \\
-        --predictions /work/runs/demo-base/predictions --out jobs/bench/results/crf.json
+    python jobs/bench/crf.py --camvid ../shared/data/camvid-train --warp 0,8 \\
+        --predictions runs/demo/predictions --predictions real=runs/real/run/predictions --out F.json
 
 Data sets (images shrunk to `--max-side`):
 
@@ -12,8 +12,9 @@ Data sets (images shrunk to `--max-side`):
   class). `--warp 0,8` adds a second CamVid set whose masks first wander by a smooth random field of
   8 px std (`wander`: boundaries off the image's edges, the error a CRF exists to fix). Void: uniform
   unaries, not scored.
-- `--predictions DIR` (repeatable): a finished run's PREDICTIONS table: the stored float16 softmax is
-  the unary, as in the crf stage; `gt` is read only to score. Its test images were never trained on.
+- `--predictions [NAME=]DIR` (repeatable): a finished run's PREDICTIONS table: the stored float16 softmax
+  is the unary, as in the crf stage; `gt` is read only to score. Its test images were never trained on
+  (e.g. the synthetic demo's test split, or real-dev's held-out photos in a jobs/bench/real.py run).
 
 Each data set is split in two halves by a hash of the row id: every setting is scored on both, the setting
 is CHOSEN on the `choose` half only (highest of the smallest gain over the data sets, then mean gain) and
@@ -48,7 +49,8 @@ CAMVID_CLASSES = 11  # 0 Sky .. 10 Bicyclist; 11 = void
 CAMVID_VOID = 11
 
 # The grid: the defaults before this bench (DeepLab-like, pydensecrf's README colour width), a weak setting,
-# DeepLab v2's VOC setting, and steps that turn each kernel down or off, narrow its colour or spatial range.
+# DeepLab v2's VOC setting (deeplab-pytorch's voc12.yaml), and steps that turn each kernel down or off, narrow
+# its colour or spatial range.
 BEFORE = {"iterations": 10, "gaussian_sxy": 3.0, "gaussian_compat": 3.0, "bilateral_sxy": 50.0,
           "bilateral_srgb": 13.0, "bilateral_compat": 4.0, "reference_side": 500}
 SETTINGS: dict[str, dict] = {
@@ -160,7 +162,10 @@ def load_camvid(root: str, n: int, max_side: int, unaries: dict) -> dict:
             "classes": CAMVID_CLASSES, "items": items, "unaries": {"how": "coarse_probs", **unaries}}
 
 
-def load_predictions(folder: str, n: int, max_side: int) -> dict:
+def load_predictions(spec: str, n: int, max_side: int) -> dict:
+    """A PREDICTIONS table (`DIR` or `NAME=DIR`; the name defaults to the run folder's) with its stored probs."""
+    name, _, folder = spec.rpartition("=")
+    folder = os.path.abspath(folder)
     shards.require(folder, "predictions")
     files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
     ids = [i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
@@ -174,8 +179,8 @@ def load_predictions(folder: str, n: int, max_side: int) -> dict:
             classes = probs.shape[0]
             image, gt = imaging.decode_rgb(r["image"]), masks.decode_mask(r["gt"])
             items.append((r["id"], *shrink(image, probs, gt, max_side)))
-    return {"name": os.path.basename(os.path.dirname(os.path.abspath(folder))), "source": os.path.abspath(folder),
-            "classes": classes, "items": items, "unaries": {"how": "the run's stored float16 softmax"}}
+    return {"name": name or os.path.basename(os.path.dirname(folder)), "source": folder, "classes": classes,
+            "items": items, "unaries": {"how": "the run's stored float16 softmax"}}
 
 
 def score(items: list, n: int, params: CRFParams | None) -> tuple[float, float, float]:
@@ -227,7 +232,8 @@ def choose(sets: dict[str, dict], settings: dict[str, dict]) -> dict:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--camvid", default="", help="CamVid folder: images/, masks/ (e.g. ../shared/data/camvid-train)")
-    p.add_argument("--predictions", action="append", default=[], help="a run's predictions folder (repeatable)")
+    p.add_argument("--predictions", action="append", default=[],
+                   help="a run's predictions folder, or NAME=DIR (repeatable)")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--images", type=int, default=100, help="CamVid photos, picked by hash (0 = all 367)")
     p.add_argument("--pred-images", type=int, default=0, help="rows per predictions table, by hash (0 = all)")
