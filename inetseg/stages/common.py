@@ -123,6 +123,18 @@ def actor_pool(compute: ComputeConfig) -> dict[str, Any]:
     }
 
 
+def task_pool(compute: ComputeConfig) -> dict[str, Any]:
+    """map_batches kwargs for a stateless function over CPU tasks: at most num_actors tasks at once, each
+    reserving cpus_per_worker CPUs and taking inference_batch_size rows (no model to hold: no actors)."""
+    from ray.data import TaskPoolStrategy
+
+    return {
+        "compute": TaskPoolStrategy(size=compute.num_actors),
+        "num_cpus": compute.cpus_per_worker,
+        "batch_size": compute.inference_batch_size,
+    }
+
+
 def torch_device(use_gpu: bool):
     """cuda when asked for and present, else cpu."""
     import torch

@@ -1,4 +1,4 @@
-"""CRF stage: dense CRF (pydensecrf) over every prediction, in parallel Ray Data tasks."""
+"""CRF stage: dense CRF (pydensecrf) over every prediction, in Ray Data tasks sized by crf.compute."""
 from __future__ import annotations
 
 import logging
@@ -7,19 +7,16 @@ import time
 import pyarrow as pa
 
 from inetseg import config as C
-from inetseg import imaging, schema, shards
-from inetseg.crf import crf_labels
-from inetseg.stages.common import declared_fingerprint, read_stage, run_stage, write_stage
+from inetseg import schema, shards
+from inetseg.crf import refine_png
+from inetseg.stages.common import declared_fingerprint, read_stage, run_stage, task_pool, write_stage
 
 log = logging.getLogger("inetseg")
 
 
 def _refine(batch: dict, cfg: C.CRFConfig) -> pa.Table:
-    """PREDICTIONS rows with probs -> PREDICTIONS rows whose pred is the CRF labelling."""
-    preds = []
-    for img_bytes, probs in zip(batch["image"], batch["probs"]):
-        image = imaging.decode_rgb(img_bytes)
-        preds.append(imaging.encode_png(crf_labels(image, schema.decode_probs(probs).astype("float32"), cfg)))
+    """PREDICTIONS rows with probs -> PREDICTIONS rows whose pred is the CRF labelling (probs dropped)."""
+    preds = [refine_png(image, probs, cfg) for image, probs in zip(batch["image"], batch["probs"])]
     return pa.Table.from_pydict({
         "id": list(batch["id"]), "image": list(batch["image"]), "gt": list(batch["gt"]), "pred": preds,
         "probs": [None] * len(preds), "height": list(batch["height"]), "width": list(batch["width"]),
@@ -27,14 +24,13 @@ def _refine(batch: dict, cfg: C.CRFConfig) -> pa.Table:
 
 
 def run(cfg: C.CRFConfig, resume: bool = True) -> dict:
-    """Refine cfg.predictions into cfg.out (one CPU per task: pydensecrf is single-threaded)."""
+    """Refine cfg.predictions into cfg.out: cfg.compute.num_actors tasks at once (see CRFConfig.compute)."""
     shards.require(cfg.predictions, "predictions")
 
     def body() -> dict:
         t0 = time.time()
         ds = read_stage(cfg.predictions, "predictions")
-        out = ds.map_batches(_refine, batch_format="numpy", batch_size=8, num_cpus=1,
-                             fn_kwargs={"cfg": cfg})
+        out = ds.map_batches(_refine, batch_format="numpy", fn_kwargs={"cfg": cfg}, **task_pool(cfg.compute))
         write_stage(out, cfg.out, schema.PREDICTIONS, 500)
         return {"images": shards.count_rows(cfg.out), "seconds": time.time() - t0,
                 "classes": shards.read_marker(cfg.predictions).get("classes", [])}
