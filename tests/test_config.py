@@ -87,3 +87,10 @@ def test_run_seed_reaches_every_stage_left_at_zero():
 def test_pipeline_refuses_file_evaluation_keys():
     with pytest.raises(C.ConfigError, match="evaluate.pred"):
         load_config("demo", None, ["evaluate.pred=/p", "evaluate.gt=/g"])
+
+
+def test_a_partial_nested_section_keeps_the_fields_own_defaults():
+    from inetseg.config import SegmentConfig
+
+    cfg = C.load(SegmentConfig, None, ["compute.num_actors=2"])
+    assert cfg.compute.num_actors == 2 and cfg.compute.inference_batch_size == 4  # SegmentConfig's, not 32

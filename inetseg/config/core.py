@@ -96,6 +96,14 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid: {', '.join(sorted(names))})")
+    data = dict(data)
+    for f in dataclasses.fields(cls):
+        # A partial nested section starts from the field's own default, not its class's: SegmentConfig's
+        # compute (batch 4) given only compute.num_actors=2 must keep its batch of 4.
+        if isinstance(data.get(f.name), dict) and f.default_factory is not dataclasses.MISSING:
+            base = f.default_factory()
+            if dataclasses.is_dataclass(base):
+                data[f.name] = deep_merge(to_dict(base, internal_keys=False), data[f.name])
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):  # nested configs validated themselves as they were built
