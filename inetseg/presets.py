@@ -21,8 +21,7 @@ PAPER: dict = {
     "attention": {"compute": {"use_gpu": True, "num_actors": 4, "inference_batch_size": 128}},
     "segmenter": {"compute": {"num_workers": 4, "use_gpu": True}},
     "predict": {"compute": {"use_gpu": True, "num_actors": 2}},
-    # A partial `compute` mapping starts from ComputeConfig's defaults, not CRFConfig's: restate the batch.
-    "crf": {**PHOTO_CRF, "compute": {"num_actors": 16, "inference_batch_size": 8}},
+    "crf": {**PHOTO_CRF, "compute": {"num_actors": 16}},  # CRFConfig's batch of 8 is kept (partial section)
 }
 
 # Sized so the whole pipeline runs in minutes on 2 CPU cores: small images, a thinner GoogLeNet
