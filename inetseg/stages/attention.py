@@ -14,11 +14,10 @@ from inetseg import imaging, schema, shards
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
 from inetseg.models.io import load_model
 from inetseg.stages.common import (
+    actor_device,
     actor_pool,
     declared_fingerprint,
     run_stage,
-    set_threads,
-    torch_device,
     usable_images,
     write_stage,
 )
@@ -35,8 +34,7 @@ class PseudoLabeler:
     """Actor: holds the classifier once; turns IMAGES rows into PSEUDO rows."""
 
     def __init__(self, model_dir: str, cfg: C.AttentionConfig):
-        set_threads(cfg.compute.torch_threads)
-        self.device = torch_device(cfg.compute.use_gpu)
+        self.device = actor_device(cfg.compute)
         self.model, _ = load_model(model_dir, self.device, "classifier")
         self.cfg, self.method = cfg, method_of(cfg)
 

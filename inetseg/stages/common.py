@@ -150,6 +150,12 @@ def set_threads(torch_threads: int) -> None:
     torch.set_num_threads(torch_threads or os.cpu_count() or 1)
 
 
+def actor_device(compute: ComputeConfig):
+    """What every inference actor does first: torch's threads for this process, then its device."""
+    set_threads(compute.torch_threads)
+    return torch_device(compute.use_gpu)
+
+
 def stage_fingerprint(cfg: Any, *inputs: str) -> str:
     """Hash of a stage's config and of its finished inputs, so a changed upstream forces a re-run."""
     import hashlib

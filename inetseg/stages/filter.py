@@ -18,14 +18,13 @@ from inetseg import config as C
 from inetseg import filtering, schema, shards, storage
 from inetseg.models.io import load_model
 from inetseg.stages.common import (
+    actor_device,
     actor_pool,
     declared_fingerprint,
     filter_ids,
     read_stage,
     run_stage,
-    set_threads,
     stage_fingerprint,
-    torch_device,
     usable_images,
     write_stage,
 )
@@ -39,8 +38,7 @@ class Scorer:
     """Actor: holds the classifier once, scores batches of IMAGES rows (Eqn 13-15 inputs)."""
 
     def __init__(self, model_dir: str, compute: C.ComputeConfig, rule: dict, round_: int):
-        set_threads(compute.torch_threads)
-        self.device = torch_device(compute.use_gpu)
+        self.device = actor_device(compute)
         self.model, meta = load_model(model_dir, self.device, "classifier")
         self.input_size = meta["input_size"]
         self.rule, self.round = rule, round_

@@ -18,17 +18,7 @@ from inetseg import finetune, imaging, schema, shards, storage
 from inetseg.attention.maps import Method
 from inetseg.inference import predict_probs
 from inetseg.models.io import load_model
-from inetseg.stages.common import (
-    actor_pool,
-    declared_fingerprint,
-    read_stage,
-    run_stage,
-    set_threads,
-    stage_fingerprint,
-    torch_device,
-    usable_images,
-    write_stage,
-)
+from inetseg.stages import common
 from inetseg.train import segmenter as train_segmenter
 from inetseg.train.data import augment_images, to_input
 
@@ -39,8 +29,7 @@ class Relabeller:
     """Actor: holds the segmenter and the classifier once; IMAGES rows -> RELABELLED rows (Eqn 11, 12, 9-10)."""
 
     def __init__(self, segmenter_dir: str, cfg: C.FinetuneConfig):
-        set_threads(cfg.compute.torch_threads)
-        self.device = torch_device(cfg.compute.use_gpu)
+        self.device = common.actor_device(cfg.compute)
         self.segmenter, _ = load_model(segmenter_dir, self.device, "segmenter")
         self.classifier, _ = load_model(cfg.classifier, self.device, "classifier")
         self.cfg, self.method = cfg, C.subset(Method, cfg, partial=True)
@@ -75,10 +64,11 @@ class Relabeller:
 
 def relabel(cfg: C.FinetuneConfig, model: str, out: str) -> dict:
     """Every held-out image labelled by `model` and judged by the classifier, into `out` (RELABELLED)."""
-    ds = usable_images(cfg.images, "held-out image shards", ["id", "tag", "label", "image"])
+    ds = common.usable_images(cfg.images, "held-out image shards", ["id", "tag", "label", "image"])
     scored = ds.map_batches(Relabeller, batch_format="numpy",
-                            fn_constructor_kwargs={"segmenter_dir": model, "cfg": cfg}, **actor_pool(cfg.compute))
-    write_stage(scored, out, schema.RELABELLED)
+                            fn_constructor_kwargs={"segmenter_dir": model, "cfg": cfg},
+                            **common.actor_pool(cfg.compute))
+    common.write_stage(scored, out, schema.RELABELLED)
     t = shards.read_table(out, columns=["p_tag", "kept", "ignored"])
     n, kept = t.num_rows, int(pc.sum(t.column("kept")).as_py() or 0)
     return {"images": n, "kept": kept, "kept_share": kept / n if n else 0.0,
@@ -87,8 +77,8 @@ def relabel(cfg: C.FinetuneConfig, model: str, out: str) -> dict:
 
 def kept_pseudo(scored: str, out: str) -> dict:
     """The kept rows of a RELABELLED table as a PSEUDO table (what the segmenter trains on)."""
-    ds = read_stage(scored, "relabelled held-out images").filter(lambda row: bool(row["kept"]))
-    write_stage(ds.select_columns(schema.PSEUDO.names), out, schema.PSEUDO)
+    ds = common.read_stage(scored, "relabelled held-out images").filter(lambda row: bool(row["kept"]))
+    common.write_stage(ds.select_columns(schema.PSEUDO.names), out, schema.PSEUDO)
     return {"images": shards.count_rows(out)}
 
 
@@ -97,10 +87,10 @@ def run_round(cfg: C.FinetuneConfig, r: int, model: str, resume: bool) -> dict:
     t0 = time.time()
     rdir = storage.join(cfg.out, f"round{r}")
     scored, pseudo = storage.join(rdir, "scored"), storage.join(rdir, "pseudo")
-    fp = stage_fingerprint({"round": r, **C.to_dict(cfg)}, cfg.images, model)
-    counts = run_stage(f"finetune round {r} relabel", scored, fp, resume,
+    fp = common.stage_fingerprint({"round": r, **C.to_dict(cfg)}, cfg.images, model)
+    counts = common.run_stage(f"finetune round {r} relabel", scored, fp, resume,
                        functools.partial(relabel, cfg, model, scored))
-    run_stage(f"finetune round {r} keep", pseudo, stage_fingerprint({"round": r}, scored), resume,
+    common.run_stage(f"finetune round {r} keep", pseudo, common.stage_fingerprint({"round": r}, scored), resume,
               functools.partial(kept_pseudo, scored, pseudo))
     if counts["kept"] == 0:
         raise C.ConfigError(f"finetune round {r} kept none of its {counts['images']} held-out images: "
@@ -109,8 +99,8 @@ def run_round(cfg: C.FinetuneConfig, r: int, model: str, resume: bool) -> dict:
     seg.pseudo, seg.model, seg.init_from = pseudo, cfg.classifier, model
     seg.extra_pseudo = [cfg.pseudo] if cfg.include_initial else []
     seg.out = storage.join(rdir, "segmenter")
-    seg_fp = declared_fingerprint("segmenter", seg)
-    meta = run_stage(f"finetune round {r} segmenter", seg.out, seg_fp, resume,
+    seg_fp = common.declared_fingerprint("segmenter", seg)
+    meta = common.run_stage(f"finetune round {r} segmenter", seg.out, seg_fp, resume,
                      functools.partial(train_segmenter.fit, seg, f"finetune-{seg_fp}"))
     log.info("finetune round %d: kept %d of %d held-out images (mean P(tag | I.M) %.2f)", r, counts["kept"],
              counts["images"], counts["mean_p_tag"])
@@ -135,4 +125,5 @@ def run(cfg: C.FinetuneConfig, resume: bool = True) -> dict:
         return {"rounds": rounds, "model": model, "seconds": time.time() - t0,
                 "classes": list(shards.read_marker(cfg.images).get("classes", []))}
 
-    return run_stage("finetune", cfg.out, declared_fingerprint("finetune", cfg), resume, body, keep_partial=True)
+    return common.run_stage("finetune", cfg.out, common.declared_fingerprint("finetune", cfg), resume, body,
+                            keep_partial=True)

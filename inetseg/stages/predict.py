@@ -12,12 +12,11 @@ from inetseg import imaging, schema, shards
 from inetseg.inference import predict_probs
 from inetseg.models.io import load_model
 from inetseg.stages.common import (
+    actor_device,
     actor_pool,
     declared_fingerprint,
     read_stage,
     run_stage,
-    set_threads,
-    torch_device,
     write_stage,
 )
 
@@ -28,8 +27,7 @@ class Predictor:
     """Actor: holds the segmenter once; TEST rows -> PREDICTIONS rows."""
 
     def __init__(self, model_dir: str, cfg: C.PredictConfig):
-        set_threads(cfg.compute.torch_threads)
-        self.device = torch_device(cfg.compute.use_gpu)
+        self.device = actor_device(cfg.compute)
         self.model, _ = load_model(model_dir, self.device, "segmenter")
         self.cfg = cfg
 

@@ -22,7 +22,7 @@ from inetseg import imaging, masks, photos, schema, shards, storage, viz
 from inetseg.crf import crf_labels
 from inetseg.inference import predict_logits, single_class, upsample_probs
 from inetseg.models.io import META_FILE, MODEL_FILE, load_model
-from inetseg.stages.common import actor_pool, set_threads, torch_device
+from inetseg.stages.common import actor_device, actor_pool
 
 log = logging.getLogger("inetseg")
 
@@ -119,8 +119,7 @@ class Segmentor:
     """Actor: holds the segmenter once; (file, name) rows -> files under out + one small row per photo."""
 
     def __init__(self, cfg: C.SegmentConfig, names: list[str], input_size: int):
-        set_threads(cfg.compute.torch_threads)
-        self.device = torch_device(cfg.compute.use_gpu)
+        self.device = actor_device(cfg.compute)
         self.model, _ = load_model(cfg.model, self.device, "segmenter")
         self.cfg, self.names, self.input_size = cfg, names, input_size
 
