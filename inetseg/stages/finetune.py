@@ -77,7 +77,10 @@ def relabel(cfg: C.FinetuneConfig, model: str, out: str) -> dict:
 
 def kept_pseudo(scored: str, out: str) -> dict:
     """The kept rows of a RELABELLED table as a PSEUDO table (what the segmenter trains on)."""
-    ds = common.read_stage(scored, "relabelled held-out images").filter(lambda row: bool(row["kept"]))
+    from ray.data.expressions import col, lit
+
+    # An Arrow expression, as usable_images filters: a per-row Python lambda would unpack every image row.
+    ds = common.read_stage(scored, "relabelled held-out images").filter(expr=col("kept") == lit(True))
     common.write_stage(ds.select_columns(schema.PSEUDO.names), out, schema.PSEUDO)
     return {"images": shards.count_rows(out)}
 
