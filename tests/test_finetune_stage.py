@@ -17,9 +17,7 @@ def run(ray_session, tmp_path_factory):
     """A tiny pipeline with fine-tuning on: its split and finetune stages run in order like every other."""
     out = tmp_path_factory.mktemp("ft")
     cfg = pipeline.load_config("demo", None, [f"out={out}", *TINY, "crf.enabled=false", "finetune.enabled=true",
-                                              "split.share=0.3", "finetune.mu=0.0", "finetune.input_size=64",
-                                              "finetune.classifier_input_size=64", "finetune.train.input_size=64",
-                                              "finetune.train.epochs=1", "finetune.train.batch_size=8"])
+                                              "split.share=0.3", "finetune.mu=0.0"])
     return cfg, pipeline.run(cfg)
 
 
@@ -57,3 +55,19 @@ def test_a_strict_mu_that_keeps_nothing_is_a_one_line_error_and_a_rerun_reuses(r
     with pytest.raises(C.ConfigError, match="kept none"):
         finetune.run(strict)
     assert split.run(cfg.split).get("reused") is True
+
+
+def test_fine_tuning_continues_the_segmenters_recorded_schedule(run):
+    """The fine-tuned net trains at the size, batch and lr the first one did (the demo's 64 px here, not the
+    paper's 321 px default): the segmenter's meta.json records its schedule and finetune reads it."""
+    from inetseg import storage
+    from inetseg.train.segmenter import recorded_config
+
+    cfg, _ = run
+    first = storage.read_json(cfg.segmenter.out + "/meta.json")
+    tuned = storage.read_json(cfg.finetune.out + "/round1/segmenter/meta.json")
+    assert first["training"]["input_size"] == cfg.segmenter.input_size == 64
+    assert tuned["training"] == first["training"] and tuned["input_size"] == 64
+    assert recorded_config(first) == dataclasses.replace(cfg.segmenter, pseudo="", model="", out="")
+    # A folder exported before schedules were recorded: the defaults at its own input size.
+    assert recorded_config({"input_size": 96}) == C.SegmenterConfig(input_size=96)

@@ -196,8 +196,10 @@ class FinetuneConfig:
     rounds: int = 1  # the paper: one
     mu: float = 0.4  # Eqn 12: keep an image when P(tag | I.M) > mu
     include_initial: bool = True  # fine-tune on the initial pseudo labels too (else on the new ones only)
-    input_size: int = 321  # segmenter input side when labelling (letterboxed, as predict)
-    classifier_input_size: int = 224  # classifier input side for Eqn 12
+    # The fine-tuning schedule is the one the segmenter was trained with (its meta.json records it: input size,
+    # batch, lr, compute, ...); the images are labelled and scored at the two models' own input sizes.
+    epochs: int = 0  # 0 = as many as the segmenter was trained for
+    lr: float = 0.0  # 0 = the segmenter's learning rate
     # Eqn 9 and Eqn 10 on the segmenter's tag probability (the attention stage's meaning and defaults):
     smoothing: bool = True
     segment_scale: float = 100.0
@@ -206,11 +208,11 @@ class FinetuneConfig:
     trimap: bool = True
     delta_object: float = 0.65
     delta_background: float = 0.5
-    train: SegmenterConfig = field(default_factory=SegmenterConfig)  # the fine-tuning schedule (paths unused)
     compute: ComputeConfig = field(default_factory=ComputeConfig)  # the labelling actor pool
 
     def validate(self, p: str = "") -> None:
         check(self.rounds >= 1, f"{p}rounds must be >= 1")
         check(0 <= self.mu < 1, f"{p}mu must be in [0, 1)")
+        check(self.epochs >= 0 and self.lr >= 0, f"{p}epochs and lr must be >= 0 (0 = the segmenter's)")
         check(0 <= self.delta_background <= self.delta_object <= 1,
               f"{p}need 0 <= delta_background <= delta_object <= 1")

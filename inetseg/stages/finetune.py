@@ -3,7 +3,6 @@ the classifier keeps those whose segmented object it still names (Eqn 12) in a R
 segmenter trains again on their pseudo labels (Eqn 9-10) with Ray Train. Each step resumes on its own."""
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import time
@@ -17,7 +16,7 @@ from inetseg import config as C
 from inetseg import finetune, imaging, schema, shards, storage
 from inetseg.attention.maps import Method
 from inetseg.inference import predict_probs
-from inetseg.models.io import load_model
+from inetseg.models.io import META_FILE, load_model
 from inetseg.stages import common
 from inetseg.train import segmenter as train_segmenter
 from inetseg.train.data import augment_images, to_input
@@ -30,13 +29,15 @@ class Relabeller:
 
     def __init__(self, segmenter_dir: str, cfg: C.FinetuneConfig):
         self.device = common.actor_device(cfg.compute)
-        self.segmenter, _ = load_model(segmenter_dir, self.device, "segmenter")
-        self.classifier, _ = load_model(cfg.classifier, self.device, "classifier")
+        self.segmenter, smeta = load_model(segmenter_dir, self.device, "segmenter")
+        self.classifier, cmeta = load_model(cfg.classifier, self.device, "classifier")
+        # Each net sees the images at the size it was trained at (a demo net at 128 px labels poorly at 321).
+        self.input_size, self.classifier_input_size = int(smeta["input_size"]), int(cmeta["input_size"])
         self.cfg, self.method = cfg, C.subset(Method, cfg, partial=True)
 
     def p_tag(self, images: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
         """Eqn 12: the classifier's P(tag) of each (masked) image."""
-        x = torch.from_numpy(augment_images(images, self.cfg.classifier_input_size, augment=False)).to(self.device)
+        x = torch.from_numpy(augment_images(images, self.classifier_input_size, augment=False)).to(self.device)
         with torch.no_grad():
             probs = torch.softmax(self.classifier(to_input(x)).float(), 1).cpu().numpy()
         return probs[np.arange(len(labels)), labels - 1]
@@ -44,7 +45,7 @@ class Relabeller:
     def __call__(self, batch: dict) -> pa.Table:
         images = [imaging.decode_rgb(b) for b in batch["image"]]
         labels = np.asarray(batch["label"], dtype=np.int64)
-        probs = predict_probs(self.segmenter, images, self.cfg.input_size, self.device)
+        probs = predict_probs(self.segmenter, images, self.input_size, self.device)
         regions = [finetune.object_region(p, int(lab)) for p, lab in zip(probs, labels)]
         p_tag = self.p_tag([finetune.masked_image(im, m) for im, m in zip(images, regions)], labels)
         kept = finetune.keep(p_tag, self.cfg.mu)
@@ -98,7 +99,8 @@ def run_round(cfg: C.FinetuneConfig, r: int, model: str, resume: bool) -> dict:
     if counts["kept"] == 0:
         raise C.ConfigError(f"finetune round {r} kept none of its {counts['images']} held-out images: "
                             f"finetune.mu={cfg.mu} is too strict for this classifier")
-    seg = copy.deepcopy(cfg.train)
+    seg = train_segmenter.recorded_config(storage.read_json(storage.join(model, META_FILE)))
+    seg.epochs, seg.lr = cfg.epochs or seg.epochs, cfg.lr or seg.lr
     seg.pseudo, seg.model, seg.init_from = pseudo, cfg.classifier, model
     seg.extra_pseudo = [cfg.pseudo] if cfg.include_initial else []
     seg.out = storage.join(rdir, "segmenter")

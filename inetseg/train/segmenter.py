@@ -75,7 +75,7 @@ def train_loop_per_worker(config: dict) -> None:
     start_epoch, step, history = worker.resume(model, optimizer, scheduler)  # after a worker failure
     meta = {"kind": "segmenter", "num_classes": config["num_classes"], "width": config["width"],
             "aspp_rates": list(config["aspp_rates"]), "classes": config["classes"],
-            "input_size": config["input_size"]}
+            "input_size": config["input_size"], "training": config["training"]}
 
     shard = ray.train.get_dataset_shard("train")
     model.train()
@@ -110,6 +110,24 @@ def train_loop_per_worker(config: dict) -> None:
         worker.report_epoch(metrics, history, config, meta, model, optimizer, scheduler, epoch, step, last=last)
 
 
+# Where the data and the weights come from, not how to train: left out of what a model records.
+_NOT_TRAINING = ("pseudo", "model", "out", "init_from", "extra_pseudo")
+
+
+def training_record(cfg: C.SegmenterConfig) -> dict:
+    """How this segmenter was trained (input size, epochs, lr, compute, ...), recorded in its meta.json so that
+    fine-tuning continues with the same schedule (stages/finetune.py) whoever trained the model."""
+    return {k: v for k, v in C.to_dict(cfg, internal_keys=False).items() if k not in _NOT_TRAINING}
+
+
+def recorded_config(meta: dict) -> C.SegmenterConfig:
+    """The SegmenterConfig a model folder's meta.json records (a folder from before it was recorded: the defaults
+    at its input size)."""
+    if "training" in meta:
+        return C.from_dict(C.SegmenterConfig, meta["training"], "training.")
+    return C.SegmenterConfig(input_size=int(meta.get("input_size", C.SegmenterConfig.input_size)))
+
+
 def fit(cfg: C.SegmenterConfig, run_name: str) -> dict:
     """Train on cfg.pseudo from the classifier in cfg.model with Ray Train (checkpoints under `run_name`),
     export cfg.out/model.pt + meta.json; returns the stage meta (images, metrics, every epoch's history)."""
@@ -120,7 +138,8 @@ def fit(cfg: C.SegmenterConfig, run_name: str) -> dict:
         raise ValueError(f"no pseudo-labelled images in {cfg.pseudo}")
     config = trainer.loop_config(cfg, num_classes=cmeta["num_classes"], width=cmeta["width"],
                                  classes=cmeta["classes"], n_train=n, classifier_dir=storage.absolute(cfg.model),
-                                 init_from=storage.absolute(cfg.init_from) if cfg.init_from else "")
+                                 init_from=storage.absolute(cfg.init_from) if cfg.init_from else "",
+                                 training=training_record(cfg))
     meta, history = trainer.fit(run_name, train_loop_per_worker, config, datasets(cfg), cfg.compute,
                                 cfg.out.rstrip("/") + "_ray_train", cfg.max_failures, cfg.out)
     return {"images": n, "seconds": time.time() - t0, "metrics": meta["metrics"], "history": history}
