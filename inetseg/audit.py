@@ -54,6 +54,17 @@ def pseudo_label_quality(pseudo: str, truth: dict[str, dict], classes: list[str]
             "images": matched}
 
 
+def attention_audit(cfg, meta: dict, truth: dict[str, dict], classes: list[str]) -> dict:
+    """The attention stage's pseudo labels against the hidden truth."""
+    return {"pseudo": pseudo_label_quality(cfg.out, truth, classes)}
+
+
+def finetune_audit(cfg, meta: dict, truth: dict[str, dict], classes: list[str]) -> dict:
+    """Each fine-tuning round's kept pseudo labels against the hidden truth (round1, round2, ...)."""
+    return {f"round{r['round']}": pseudo_label_quality(storage.join(cfg.out, f"round{r['round']}", "pseudo"),
+                                                       truth, classes) for r in meta.get("rounds", [])}
+
+
 def removal_quality(ids: list[str], kept: set[str], truth: dict[str, dict]) -> dict:
     """Share of noisy images before/after, precision/recall of the removed ones, share of clean kept."""
     kept_mask = np.asarray([i in kept for i in ids], bool)

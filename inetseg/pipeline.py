@@ -105,8 +105,9 @@ def run(cfg: PipelineConfig) -> dict:
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(local_out), cfg.experiment)
     run_id = tracker.start_parent(cfg.run_name or f"inetseg-{time.strftime('%Y%m%d-%H%M%S')}",
                                   C.flatten(C.to_dict(cfg)))
-    timer, counts, results = _Timer(), {}, {}
+    timer, counts, results, audits = _Timer(), {}, {}, {}
     classes: list[str] = []
+    truth: dict = {}
     try:
         ensure_ray(cfg.ray_address, cfg.num_cpus)
         for stage in registry.stages_of(cfg):
@@ -116,31 +117,45 @@ def run(cfg: PipelineConfig) -> dict:
                 for metrics, step in stage.metrics(meta):
                     st.log_metrics(metrics, step=step)
                 st.log_json("summary.json", meta)
+                classes = classes or list(meta.get("classes") or [])
+                audit = stage.auditor() if cfg.source == "synth" else None
+                if audit is not None:  # measurement only: the hidden truth never feeds a stage
+                    truth = truth or _truth(cfg)
+                    audits[stage.name] = audit(scfg, meta, truth, classes)
+                    for name, q in audits[stage.name].items():
+                        st.log_metrics({f"{name}_{k}": q[k] for k in ("miou", "precision", "ignored")})
             counts.update(stage.counts(meta))
-            classes = classes or list(meta.get("classes") or [])
             results[stage.name] = meta
         if "evaluate" not in results:
             return _finish(cfg, tracker, build_summary(None, None, None, counts, timer.seconds, run_id, classes), None)
-        summary, grid = _score(cfg, results["evaluate"], counts, timer.seconds, run_id, classes)
+        summary, grid = _score(cfg, results["evaluate"], counts, timer.seconds, run_id, classes, audits, truth)
         return _finish(cfg, tracker, summary, grid)
     except BaseException:
         tracker.end("FAILED")
         raise
 
 
+def _truth(cfg: PipelineConfig) -> dict:
+    from inetseg import audit
+
+    return audit.load_truth(cfg.synth.out)
+
+
 def _score(cfg: PipelineConfig, result: dict, counts: dict, seconds: dict, run_id: str,
-           classes: list[str]) -> tuple[dict, bytes]:
-    """The summary of a scored run and its picture grid (with the synthetic corpus's hidden-truth audit)."""
+           classes: list[str], audits: dict, truth: dict) -> tuple[dict, bytes]:
+    """The summary of a scored run and its picture grid (with the synthetic corpus's hidden-truth audits)."""
     from inetseg import audit, report
 
     pseudo_q = filter_q = None
     if cfg.source == "synth":  # measurement only: the hidden truth never feeds a stage
-        truth = audit.load_truth(cfg.synth.out)
-        pseudo_q = audit.pseudo_label_quality(cfg.attention.out, truth, classes)
-        filter_q = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth)
+        pseudo_q = audits.get("attention", {}).get("pseudo")
+        filter_q = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth or _truth(cfg))
     grid = report.grid_png(cfg, classes, cfg.evaluate.grid_images)
     storage.write_bytes(storage.join(cfg.out, "grid.png"), grid)
-    return build_summary(result, pseudo_q, filter_q, counts, seconds, run_id, classes), grid
+    summary = build_summary(result, pseudo_q, filter_q, counts, seconds, run_id, classes)
+    if "finetune" in audits:  # each round's new pseudo labels, beside the attention's
+        summary["finetune_pseudo_miou"] = {r: q["miou"] for r, q in audits["finetune"].items()}
+    return summary, grid
 
 
 def _finish(cfg: PipelineConfig, tracker: Any, summary: dict, grid: bytes | None) -> dict:
@@ -189,7 +204,10 @@ def format_table(summary: dict) -> str:
     lines += [f"{'mIoU (CRF)':<28}{pct(summary['miou'])} %",
               f"{'mIoU (no CRF)':<28}{pct(summary['miou_no_crf'])} %",
               f"{'all-background baseline':<28}{pct(summary['baseline_miou'])} %",
-              f"{'pseudo-label mIoU':<28}{pct(summary['pseudo_label_miou'])} %", "-" * 44]
+              f"{'pseudo-label mIoU':<28}{pct(summary['pseudo_label_miou'])} %"]
+    for rnd, miou in (summary.get("finetune_pseudo_miou") or {}).items():
+        lines.append(f"{'  fine-tuning ' + rnd:<28}{pct(miou)} %")
+    lines.append("-" * 44)
     for name, iou in summary["per_class_iou"].items():
         lines.append(f"  {name:<26}{pct(iou)} %")
     lines.append("-" * 44)

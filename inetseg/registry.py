@@ -65,10 +65,20 @@ class Stage:
     ray: bool = True  # needs a Ray cluster (synth and crawl run on the driver)
     metrics: Callable[[dict], Metrics] = lambda meta: ()  # MLflow metrics from its result
     counts: Callable[[dict], dict] = _nothing  # what it adds to the run summary's counts
+    # "module:function(cfg, meta, truth, classes) -> {name: quality}": its output scored against the synthetic
+    # corpus's hidden truth after it ran (measurement only, never an input), logged to its MLflow run.
+    audit: str = ""
 
     def function(self) -> Callable[..., dict]:
         """The stage's run function (imports its module)."""
         module, name = self.run.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def auditor(self) -> Callable[..., dict] | None:
+        """The stage's hidden-truth audit, if it has one (imports its module)."""
+        if not self.audit:
+            return None
+        module, name = self.audit.split(":")
         return getattr(importlib.import_module(module), name)
 
     def module(self) -> Any:
@@ -118,7 +128,7 @@ STAGES: tuple[Stage, ...] = (
           required=(("images", "model", "out"),),
           inputs={"images": In(("split.train", "filter.images", "ingest")), "model": In(("classifier",))},
           metrics=lambda m: [({k: m[k] for k in ("images", "mean_ignored", "mean_foreground")}, None)],
-          counts=lambda m: {"pseudo_labelled": m["images"]}),
+          counts=lambda m: {"pseudo_labelled": m["images"]}, audit="inetseg.audit:attention_audit"),
     Stage("segmenter", C.SegmenterConfig, "inetseg.stages.segmenter:run", folder="segmenter",
           help="train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
           required=(("pseudo", "model", "out"),), inputs={"pseudo": In(("attention",)), "model": In(("classifier",))},
@@ -133,7 +143,8 @@ STAGES: tuple[Stage, ...] = (
           enabled=lambda run: run.finetune.enabled,
           metrics=lambda m: [({k: r[k] for k in ("images", "kept", "kept_share", "mean_p_tag")}, r["round"])
                              for r in m["rounds"]],
-          counts=lambda m: {"finetune_kept": m["rounds"][-1]["kept"]} if m["rounds"] else {}),
+          counts=lambda m: {"finetune_kept": m["rounds"][-1]["kept"]} if m["rounds"] else {},
+          audit="inetseg.audit:finetune_audit"),
     Stage("predict", C.PredictConfig, "inetseg.stages.predict:run", folder="predictions",
           help="run the segmenter over a test table (test= model= out=)", required=(("test", "model", "out"),),
           inputs={"test": In(("testset",)), "model": In(("finetune.model", "segmenter"))}, enabled=scored,

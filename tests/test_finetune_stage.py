@@ -47,6 +47,21 @@ def test_relabelled_rows_and_the_kept_pseudo_labels(run):
     assert rnd["trained_on"] == pseudo.num_rows + shards.count_rows(cfg.attention.out)
 
 
+def test_each_rounds_pseudo_labels_are_scored_against_the_hidden_truth_in_its_mlflow_run(run):
+    import mlflow
+
+    cfg, summary = run
+    q = summary["finetune_pseudo_miou"]["round1"]
+    assert 0 <= q <= 1
+    client = mlflow.MlflowClient(f"sqlite:///{cfg.out}/mlflow.db")
+    child = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
+                               f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}' and "
+                               "attributes.run_name = 'finetune'")[0]
+    assert child.data.metrics["round1_miou"] == pytest.approx(q)
+    assert {"round1_precision", "round1_ignored", "kept_share", "mean_p_tag"} <= set(child.data.metrics)
+    assert "round1" in pipeline.format_table(summary)
+
+
 def test_a_strict_mu_that_keeps_nothing_is_a_one_line_error_and_a_rerun_reuses(run, tmp_path):
     cfg, _ = run
     again = finetune.run(cfg.finetune)
