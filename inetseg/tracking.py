@@ -46,9 +46,8 @@ def _existing(uri: str) -> str:
 
 @contextlib.contextmanager
 def _global_uri(uri: str) -> Iterator[None]:
-    """mlflow's module-level tracking URI set to `uri` for the block (log_model, the SQLite registry and
-    downloads read it, whatever client is given). Its per-file progress bars go off unless asked for: a
-    model's few files need none, and the pipeline's log gets two per model."""
+    """mlflow's global tracking URI set to `uri` for the block (log_model, the SQLite registry and downloads read
+    it, whatever client is given); its per-file progress bars off unless asked for (a model has a few files)."""
     import mlflow
 
     before = mlflow.get_tracking_uri()
@@ -183,34 +182,29 @@ class Tracker:
         """The net exported in `model_dir` (model.pt + meta.json) as MLflow PyTorch model `name` of `run`: the
         torch.export format (mlflow.pytorch.load_model needs neither inetseg nor pickle), a signature and input
         example at its input size, meta.json in the MLmodel metadata and model.pt + meta.json beside it (what
-        `inetseg segment model=models:/...` loads). Returns its model id; the seconds it took go to `run` as
-        mlflow_model_seconds."""
+        `inetseg segment model=models:/...` loads). Returns its id; `run` gets the seconds: mlflow_model_seconds."""
         if not self.enabled:
             return ""
         import mlflow.pytorch
-        import numpy as np
         import torch
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
         from inetseg.models import io
 
-        def spec(shape: tuple) -> Schema:  # any batch size
-            return Schema([TensorSpec(np.dtype(np.float32), (-1, *shape[1:]))])
-
         t0 = time.time()
         with tempfile.TemporaryDirectory() as d, _global_uri(self.uri):
             files = io.copy_local(model_dir, d)
             net, meta = io.load_model(d, torch.device("cpu"))
             x = io.example_input(meta)
-            with torch.no_grad():
-                y = net(torch.from_numpy(x))
+            signature = ModelSignature(*(Schema([TensorSpec(x.dtype, (-1, *shape))])  # float32, any batch size
+                                         for shape in (x.shape[1:], io.output_shape(meta))))
             model_id = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=run.run_id,
                                                        tags={"inetseg.kind": io.kind_of(meta)}).model_id
             mlflow.pytorch.log_model(
                 net, name=name, run_id=run.run_id, model_id=model_id, input_example=x, extra_files=files,
-                signature=ModelSignature(spec(x.shape), spec(tuple(y.shape))), metadata={"inetseg": io.card(meta)},
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"], serialization_format="pt2",
+                signature=signature, metadata={"inetseg": io.card(meta)}, serialization_format="pt2",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 validate_serving_input=False)  # the check loads and runs the export once more: seconds per net
         self.models[storage.absolute(model_dir)] = (model_id, run.run_id)
         run.log_metrics({"mlflow_model_seconds": time.time() - t0})
@@ -237,8 +231,7 @@ class Tracker:
             version = self.client.create_model_version(name, f"models:/{model_id}", run_id, tags, model_id=model_id)
             if CHAMPION not in aliases:
                 self.client.set_registered_model_alias(name, CHAMPION, version.version)
-        log.info("mlflow: registered models:/%s/%s%s", name, version.version,
-                 "" if CHAMPION in aliases else f" as @{CHAMPION}")
+        log.info("mlflow: registered models:/%s/%s", name, version.version)
         return f"models:/{name}/{version.version}"
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
@@ -280,6 +273,17 @@ def model_versions(tracking_uri: str, name: str) -> list[dict]:
     rows = [{"version": int(v.version), "aliases": sorted(a for a, n in aliases.items() if str(n) == str(v.version)),
              "miou": v.tags.get("miou", ""), "run_id": v.run_id, "source": v.source} for v in found]
     return sorted(rows, key=lambda v: -v["version"])
+
+
+def pinned(uri: str, tracking_uri: str) -> str:
+    """models:/NAME@ALIAS as the version it points at now, models:/NAME/VERSION (whose files never change)."""
+    name, at, alias = uri[len("models:/"):].partition("@")
+    if not (uri.startswith("models:/") and at):
+        return uri
+    from mlflow import MlflowClient
+
+    with _not_found(f"model={uri} (MLflow at {tracking_uri})"):
+        return f"models:/{name}/{MlflowClient(_existing(tracking_uri)).get_model_version_by_alias(name, alias).version}"
 
 
 def download_model(uri: str, tracking_uri: str, dst: str) -> str:

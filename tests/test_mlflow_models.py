@@ -126,7 +126,7 @@ def test_segment_loads_the_champion_through_mlflow(run, photos, tmp_path):
         mask = Path("masks") / f"p{i}.png"
         assert (tmp_path / "a" / mask).read_bytes() == (tmp_path / "b" / mask).read_bytes()
     assert json.loads((tmp_path / "a" / "classes.json").read_text()) == summary["classes"]
-    assert json.loads((tmp_path / "a" / "_segment.json").read_text())["model"] == f"models:/{NAME}@champion"
+    assert json.loads((tmp_path / "a" / "_segment.json").read_text())["model"] == f"models:/{NAME}/1"  # pinned
 
 
 def test_a_second_run_is_a_new_version_and_promote_moves_the_champion(run, client, photos, tmp_path):
@@ -141,6 +141,8 @@ def test_a_second_run_is_a_new_version_and_promote_moves_the_champion(run, clien
     promoted = cli("models", "promote", "2", "--mlflow-uri", str(out))
     assert promoted.returncode == 0, promoted.stderr
     assert client.get_registered_model(NAME).aliases == {"champion": 2}
+    assert segment_with(f"models:/{NAME}@champion", str(out), photos, tmp_path / "c")["segmented"] == 3
+    assert json.loads((tmp_path / "c" / "_segment.json").read_text())["model"] == f"models:/{NAME}/2"
     tracking.promote(f"sqlite:///{out}/mlflow.db", NAME, "1")  # what a tuning run calls
     assert client.get_registered_model(NAME).aliases == {"champion": 1}
     segmenter_run = stage_runs(client, again)["segmenter"].info.run_id

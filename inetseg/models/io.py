@@ -72,6 +72,12 @@ def example_input(meta: dict, batch: int = 2) -> np.ndarray:
     return np.zeros((batch, 3, side, side), np.float32)
 
 
+def output_shape(meta: dict) -> tuple[int, ...]:
+    """Per image, what the net returns: K class logits, or K+1 logit maps at its input size."""
+    k, side = int(meta["num_classes"]), int(meta["input_size"])
+    return (k + 1, side, side) if kind_of(meta) == "segmenter" else (k,)
+
+
 def card(meta: dict) -> dict:
     """What describes a net beside its weights: meta.json without the per-epoch history, and its input."""
     return {**{k: v for k, v in meta.items() if k != "history"}, "input": INPUT}

@@ -35,16 +35,26 @@ STATE_FILE = "_segment.json"  # fingerprint of model + settings, so a resume nev
 ROW = pa.schema([("file", pa.string()), ("name", pa.string()), ("status", pa.string()),
                  ("reason", pa.string()), ("detail", pa.string()), ("height", pa.int32()),
                  ("width", pa.int32()), ("pixels", pa.list_(pa.int64()))])
-_FETCHED: dict[tuple[str, str], str] = {}  # (model URI, tracking URI) -> the local folder it was downloaded to
+_FETCHED: dict[tuple[str, str], str] = {}  # (pinned model URI, tracking URI) -> the local folder it was fetched to
+
+
+def locate_model(cfg: C.SegmentConfig) -> C.SegmentConfig:
+    """cfg naming its MLflow model as this process sees it now: the tracking URI resolved (an actor's working
+    folder may differ), an alias as the version it points at (so every actor loads what the driver hashed)."""
+    if not tracking.is_model_uri(cfg.model):
+        return cfg
+    uri = tracking.resolve_uri(cfg.mlflow_uri)
+    return dataclasses.replace(cfg, model=tracking.pinned(cfg.model, uri), mlflow_uri=uri)
 
 
 def fetch_model(cfg: C.SegmentConfig) -> C.SegmentConfig:
     """cfg with model= a local folder: an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...)
-    is downloaded first (model.pt + meta.json, once per process) into a temporary folder, so that every model
-    loads one way. A URI that names no model: one-line FileNotFoundError."""
+    is downloaded first (model.pt + meta.json, once per process and version) into a temporary folder, so that
+    every model loads one way. A URI that names no model: one-line FileNotFoundError."""
     if not tracking.is_model_uri(cfg.model):
         return cfg
-    key = (cfg.model, tracking.resolve_uri(cfg.mlflow_uri))
+    cfg = locate_model(cfg)
+    key = (cfg.model, cfg.mlflow_uri)
     if key not in _FETCHED:
         tmp = tempfile.mkdtemp(prefix="inetseg-model-")
         atexit.register(shutil.rmtree, tmp, True)
@@ -207,7 +217,8 @@ def summarize(done: int, pixels: np.ndarray, failures: list[dict], names: list[s
 
 def run(cfg: C.SegmentConfig, resume: bool = True) -> dict:
     """Segment every photo of cfg.images into cfg.out; returns (and writes) summary.json."""
-    t0, local = time.time(), fetch_model(cfg)
+    t0, cfg = time.time(), locate_model(cfg)
+    local = fetch_model(cfg)
     meta = read_model_meta(local.model)
     names = ["background", *class_names(local, meta)]
     side = network_side(local, meta)
