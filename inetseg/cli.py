@@ -11,7 +11,7 @@ from inetseg import config as C
 from inetseg import registry
 from inetseg.evalsets import DataSetError
 from inetseg.masks import MaskError
-from inetseg.tracking import is_model_uri
+from inetseg.tracking import CHAMPION, is_model_uri
 
 log = logging.getLogger("inetseg")
 
@@ -102,7 +102,7 @@ def add_models_args(sub: typing.Any) -> None:
     mp.add_argument("--mlflow-uri", default="", help="tracking URI, or a run folder (its mlflow.db); "
                                                      "default: MLFLOW_TRACKING_URI, else ./mlflow.db")
     mp.add_argument("--name", default=C.REGISTERED_MODEL, help=f"registered model (default: {C.REGISTERED_MODEL})")
-    mp.add_argument("--alias", default="champion", help="promote: the alias to move (default: champion)")
+    mp.add_argument("--alias", default=CHAMPION, help=f"promote: the alias to move (default: {CHAMPION})")
 
 
 def run_models(args: argparse.Namespace) -> int:
