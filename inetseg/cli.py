@@ -11,6 +11,7 @@ from inetseg import config as C
 from inetseg import registry
 from inetseg.evalsets import DataSetError
 from inetseg.masks import MaskError
+from inetseg.tracking import CHAMPION, is_model_uri
 
 log = logging.getLogger("inetseg")
 
@@ -60,6 +61,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for knob in ("error_rate", "rate_limit_rate", "latency", "truncate_rate", "wrong_type_rate",
                  "garbage_rate", "oversized_rate"):
         ff.add_argument("--" + knob.replace("_", "-"), type=float, default=0.0, dest=knob)
+    add_models_args(sub)
     for stage in registry.REGISTRY.stages:
         keys = "keys (key=value):\n" + describe_fields(stage.config) if stage.name == command else None
         sp = sub.add_parser(stage.name, help=stage.help, description=stage.description or stage.help,
@@ -83,6 +85,42 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the config (preset + file + overrides; empty paths follow out=) and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+def add_models_args(sub: typing.Any) -> None:
+    """`inetseg models list|promote`: the registered segmenter's versions and its champion alias."""
+    mp = sub.add_parser("models", help="list the registered segmenter's versions; move its champion alias",
+                        description="The segmenters pipeline runs registered in MLflow (a version per run, tagged "
+                                    "with its mIoU). `inetseg segment model=models:/NAME@champion` reads the "
+                                    "champion; the first version gets it, `promote` moves it.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n  inetseg models list --mlflow-uri runs/demo\n"
+                               "  inetseg models promote 3 --mlflow-uri runs/demo")
+    mp.add_argument("action", choices=("list", "promote"),
+                    help="list: every version, its mIoU, aliases and run; promote VERSION: point --alias at it")
+    mp.add_argument("version", nargs="?", default="", help="promote: the version to point the alias at")
+    mp.add_argument("--mlflow-uri", default="", help="tracking URI, or a run folder (its mlflow.db); "
+                                                     "default: MLFLOW_TRACKING_URI, else ./mlflow.db")
+    mp.add_argument("--name", default=C.REGISTERED_MODEL, help=f"registered model (default: {C.REGISTERED_MODEL})")
+    mp.add_argument("--alias", default=CHAMPION, help=f"promote: the alias to move (default: {CHAMPION})")
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """List the registered model's versions, or point an alias at one."""
+    from inetseg import tracking
+
+    uri = tracking.resolve_uri(args.mlflow_uri)
+    if args.action == "promote":
+        if not args.version.isdigit():
+            raise C.ConfigError("models promote needs a version number: inetseg models promote VERSION")
+        tracking.promote(uri, args.name, args.version, args.alias)
+        print(f"models:/{args.name}@{args.alias} -> models:/{args.name}/{args.version}")
+        return 0
+    print(f"{'version':>7}  {'mIoU':>6}  {'aliases':<16} run")
+    for v in tracking.model_versions(uri, args.name):
+        miou = f"{100 * float(v['miou']):5.1f}%" if v["miou"] else "   n/a"
+        print(f"{v['version']:>7}  {miou:>6}  {','.join(v['aliases']):<16} {v['run_id']}")
+    return 0
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -120,8 +158,9 @@ def run_stage(args: argparse.Namespace) -> int:
     stage = registry.get(args.command)
     cfg = C.load(stage.config, args.config, args.overrides, section=stage.name)
     for key in required_keys(stage.name, cfg):  # fail on a missing input before paying for a Ray start
-        if key not in ("out", "tags") and not storage.exists(getattr(cfg, key)):
-            raise FileNotFoundError(f"{stage.name}: {key}={getattr(cfg, key)} does not exist")
+        value = getattr(cfg, key)
+        if key not in ("out", "tags") and not is_model_uri(value) and not storage.exists(value):
+            raise FileNotFoundError(f"{stage.name}: {key}={value} does not exist")
     module = stage.module()
     if hasattr(module, "check"):  # a stage's own input checks, before paying for a Ray start
         module.check(cfg)
@@ -164,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fake-flickr":
             return serve_fake_flickr(args)
+        if args.command == "models":
+            return run_models(args)
         return run_pipeline(args) if args.command == "pipeline" else run_stage(args)
     except (C.ConfigError, FileNotFoundError, DataSetError, MaskError) as e:
         print(f"inetseg {args.command}: error: {e}", file=sys.stderr)

@@ -117,6 +117,8 @@ def run(cfg: PipelineConfig) -> dict:
                 for metrics, step in stage.metrics(meta):
                     st.log_metrics(metrics, step=step)
                 st.log_json("summary.json", meta)
+                if stage.model_kind:  # the net it exported, as an MLflow model of its run
+                    tracker.log_model(st, stage.model_dir(scfg), stage.model_kind)
                 classes = classes or list(meta.get("classes") or [])
                 audit = stage.auditor() if cfg.source == "synth" else None
                 if audit is not None:  # measurement only: the hidden truth never feeds a stage
@@ -159,7 +161,11 @@ def _score(cfg: PipelineConfig, result: dict, counts: dict, seconds: dict, run_i
 
 
 def _finish(cfg: PipelineConfig, tracker: Any, summary: dict, grid: bytes | None) -> dict:
-    """Write summary.json and close the parent MLflow run with the summary, config and picture."""
+    """Register the run's final segmenter; write summary.json and close the parent MLflow run with the summary,
+    config and picture."""
+    # The segmenter predictions come from (the fine-tuned one when fine-tuning ran), as a new registered version.
+    summary["registered_model"] = (tracker.register(cfg.registered_model, cfg.predict.model, summary["miou"])
+                                   if cfg.registered_model else None)
     storage.write_json(storage.join(cfg.out, "summary.json"), summary)
     tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
     tracker.log_json("summary.json", summary)
@@ -218,4 +224,6 @@ def format_table(summary: dict) -> str:
         lines.append(f"  {k + ' (s)':<26}{v:>7.1f}")
     lines.append(f"  {'total (s)':<26}{summary['total_seconds']:>7.1f}")
     lines.append(f"MLflow run: {summary['mlflow_run_id']}")
+    if summary.get("registered_model"):
+        lines.append(f"registered model: {summary['registered_model']}")
     return "\n".join(lines)

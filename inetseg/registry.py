@@ -68,6 +68,11 @@ class Stage:
     # "module:function(cfg, meta, truth, classes) -> {name: quality}": its output scored against the synthetic
     # corpus's hidden truth after it ran (measurement only, never an input), logged to its MLflow run.
     audit: str = ""
+    model_kind: str = ""  # the net it exports ("classifier", "segmenter"), logged to its MLflow run as a model
+
+    def model_dir(self, cfg: Any) -> str:
+        """The folder (model.pt + meta.json) of the net it exports: its "model" product, else its out."""
+        return self.products["model"](cfg) if "model" in self.products else cfg.out
 
     def function(self) -> Callable[..., dict]:
         """The stage's run function (imports its module)."""
@@ -122,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("classifier", C.ClassifierConfig, "inetseg.stages.classifier:run", folder="classifier",
           help="train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
           required=(("images", "out"),), inputs={"images": In(("split.train", "filter.images", "ingest"))},
-          metrics=_history),
+          metrics=_history, model_kind="classifier"),
     Stage("attention", C.AttentionConfig, "inetseg.stages.attention:run", folder="pseudo",
           help="forward CAM + excitation backprop + trimap -> pseudo-label shards (images= model= out=)",
           required=(("images", "model", "out"),),
@@ -132,7 +137,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("segmenter", C.SegmenterConfig, "inetseg.stages.segmenter:run", folder="segmenter",
           help="train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
           required=(("pseudo", "model", "out"),), inputs={"pseudo": In(("attention",)), "model": In(("classifier",))},
-          metrics=_history),
+          metrics=_history, model_kind="segmenter"),
     Stage("finetune", C.FinetuneConfig, "inetseg.stages.finetune:run", folder="finetune",
           help="online fine-tuning, Eqn 11-12: the segmenter labels held-out images, the classifier keeps the ones "
                "it still names, the segmenter trains again (images= classifier= model= pseudo= out=)",
@@ -144,7 +149,7 @@ STAGES: tuple[Stage, ...] = (
           metrics=lambda m: [({k: r[k] for k in ("images", "kept", "kept_share", "mean_p_tag")}, r["round"])
                              for r in m["rounds"]],
           counts=lambda m: {"finetune_kept": m["rounds"][-1]["kept"]} if m["rounds"] else {},
-          audit="inetseg.audit:finetune_audit"),
+          audit="inetseg.audit:finetune_audit", model_kind="segmenter"),
     Stage("predict", C.PredictConfig, "inetseg.stages.predict:run", folder="predictions",
           help="run the segmenter over a test table (test= model= out=)", required=(("test", "model", "out"),),
           inputs={"test": In(("testset",)), "model": In(("finetune.model", "segmenter"))}, enabled=scored,
@@ -174,11 +179,13 @@ STAGES: tuple[Stage, ...] = (
       Writes OUT/metrics.json (miou, per_class_iou, pixel_accuracy, confusion, images, classes) and
       OUT/confusion.png."""),
     Stage("segment", C.SegmentConfig, "inetseg.stages.segment:run", required=(("model", "images", "out"),),
-          help="segment your own photos with a trained segmenter (model=DIR images=DIR_OR_FILE out=DIR)",
+          help="segment your own photos with a trained segmenter (model=DIR_OR_MLFLOW_URI images=DIR_OR_FILE out=DIR)",
           description="""segment your own photos with a trained segmenter.
 
-model= is a trained segmenter folder (a pipeline run's segmenter/: model.pt + meta.json); images= is one
-photo or a folder searched recursively. Every photo is segmented at its own (EXIF-oriented) size.
+model= is a trained segmenter folder (a pipeline run's segmenter/: model.pt + meta.json) or an MLflow model:
+models:/inetseg-segmenter@champion, models:/inetseg-segmenter/3, runs:/RUN_ID/segmenter, looked up at mlflow_uri=
+(a tracking server or a run folder; default MLFLOW_TRACKING_URI, else ./mlflow.db). images= is one photo or a
+folder searched recursively. Every photo is segmented at its own (EXIF-oriented) size.
 Writes into out=, where NAME is the photo's path below images= without its suffix:
   masks/NAME.png      palette PNG (mode P): pixel value = class id (0 background, i = classes.json[i-1]);
                       VOC colours for viewing

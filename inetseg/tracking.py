@@ -1,4 +1,5 @@
-"""MLflow tracking: one parent run per pipeline run, a nested run per stage (the only mlflow import)."""
+"""MLflow tracking: one parent run per pipeline run, a nested run per stage, the nets they export as MLflow
+models, the registered segmenter and its `champion` alias (the only mlflow import)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,10 +12,62 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from inetseg import storage
+
 log = logging.getLogger("inetseg")
 
 _MAX_PARAM = 6000  # MLflow's limit on a param value's length
 _BATCH = 100       # params per log_batch call that MLflow accepts
+MODEL_FILES = "extra_files"  # where log_model puts a net's model.pt + meta.json inside its MLflow model
+CHAMPION = "champion"  # the alias `inetseg segment model=models:/NAME@champion` reads
+
+
+def is_model_uri(value: str) -> bool:
+    """An MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/NAME), not a folder."""
+    return value.startswith(("models:/", "runs:/"))
+
+
+def resolve_uri(given: str = "", folder: str = ".") -> str:
+    """The tracking URI a key names: a URI as is, a run folder or .db file as its SQLite store; '' =
+    MLFLOW_TRACKING_URI, else the SQLite store in `folder` (as Tracker.default_uri)."""
+    if given and "://" not in given and given != "databricks":
+        path = os.path.abspath(given)
+        return f"sqlite:///{path if path.endswith('.db') else os.path.join(path, 'mlflow.db')}"
+    return given or Tracker.default_uri(folder)
+
+
+def _existing(uri: str) -> str:
+    """`uri`, unless it is a SQLite file that does not exist (MLflow would create an empty store)."""
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
+        raise FileNotFoundError(f"no MLflow store at {uri[len('sqlite:///'):]}: name a run folder or a tracking "
+                                "server (mlflow_uri=..., or MLFLOW_TRACKING_URI)")
+    return uri
+
+
+@contextlib.contextmanager
+def _global_uri(uri: str) -> Iterator[None]:
+    """mlflow's global tracking URI set to `uri` for the block (log_model, the SQLite registry and downloads read
+    it, whatever client is given); its per-file progress bars off unless asked for (a model has a few files)."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+@contextlib.contextmanager
+def _not_found(what: str) -> Iterator[None]:
+    """An MlflowException (no such model, version, alias or run; no server) as a one-line FileNotFoundError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise FileNotFoundError(f"{what}: {(str(e.message).strip().splitlines() or [''])[0][:300]}") from None
 
 
 class _Run:
@@ -75,6 +128,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, enabled: bool = True):
         self.enabled = enabled
         self.parent: _Run = _NoRun()
+        self.models: dict[str, tuple[str, str]] = {}  # model folder -> (logged model id, run id)
         if not enabled:
             return
         from mlflow import MlflowClient
@@ -124,6 +178,62 @@ class Tracker:
         child.log_metrics({"stage_seconds": time.time() - t0})
         self.client.set_terminated(child.run_id, "FINISHED")
 
+    def log_model(self, run: _Run, model_dir: str, name: str) -> str:
+        """The net exported in `model_dir` (model.pt + meta.json) as MLflow PyTorch model `name` of `run`: the
+        torch.export format (mlflow.pytorch.load_model needs neither inetseg nor pickle), a signature and input
+        example at its input size, meta.json in the MLmodel metadata and model.pt + meta.json beside it (what
+        `inetseg segment model=models:/...` loads). Returns its id; `run` gets the seconds: mlflow_model_seconds."""
+        if not self.enabled:
+            return ""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        from inetseg.models import io
+
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as d, _global_uri(self.uri):
+            files = io.copy_local(model_dir, d)
+            net, meta = io.load_model(d, torch.device("cpu"))
+            x = io.example_input(meta)
+            signature = ModelSignature(*(Schema([TensorSpec(x.dtype, (-1, *shape))])  # float32, any batch size
+                                         for shape in (x.shape[1:], io.output_shape(meta))))
+            model_id = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=run.run_id,
+                                                       tags={"inetseg.kind": io.kind_of(meta)}).model_id
+            mlflow.pytorch.log_model(
+                net, name=name, run_id=run.run_id, model_id=model_id, input_example=x, extra_files=files,
+                signature=signature, metadata={"inetseg": io.card(meta)}, serialization_format="pt2",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                validate_serving_input=False)  # the check loads and runs the export once more: seconds per net
+        self.models[storage.absolute(model_dir)] = (model_id, run.run_id)
+        run.log_metrics({"mlflow_model_seconds": time.time() - t0})
+        return model_id
+
+    def register(self, name: str, model_dir: str, miou: float | None) -> str:
+        """A new version of registered model `name`: the net this run logged from `model_dir` (logged into the
+        parent run now if no stage did), tagged with the run and its mIoU when scored; a model's first version
+        becomes its champion. Returns models:/NAME/VERSION ('' when tracking is off)."""
+        if not self.enabled:
+            return ""
+        from mlflow.exceptions import MlflowException
+
+        if storage.absolute(model_dir) not in self.models:
+            self.log_model(self.parent, model_dir, "segmenter")
+        model_id, run_id = self.models[storage.absolute(model_dir)]
+        tags = {"inetseg.pipeline_run": self.parent.run_id, **({} if miou is None else {"miou": f"{miou:.4f}"})}
+        with _global_uri(self.uri):
+            try:
+                aliases = self.client.get_registered_model(name).aliases
+            except MlflowException:
+                aliases = self.client.create_registered_model(name, description=f"inetseg segmenters; `inetseg "
+                                                              f"segment model=models:/{name}@{CHAMPION}`").aliases
+            version = self.client.create_model_version(name, f"models:/{model_id}", run_id, tags, model_id=model_id)
+            if CHAMPION not in aliases:
+                self.client.set_registered_model_alias(name, CHAMPION, version.version)
+        log.info("mlflow: registered models:/%s/%s", name, version.version)
+        return f"models:/{name}/{version.version}"
+
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         self.parent.log_metrics(metrics, step)
 
@@ -139,3 +249,51 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled and self.parent.run_id:
             self.client.set_terminated(self.parent.run_id, status)
+
+
+def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION) -> None:
+    """Point `alias` of registered model `name` at `version`: `inetseg models promote`, and what a tuning run
+    that found a better segmenter calls. A missing model or version: one-line FileNotFoundError."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(_existing(tracking_uri))
+    with _not_found(f"models:/{name}/{version}"):
+        client.get_model_version(name, str(version))
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def model_versions(tracking_uri: str, name: str) -> list[dict]:
+    """Every version of registered model `name`, newest first: version, aliases, mIoU tag, run id, source."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(_existing(tracking_uri))
+    with _not_found(f"models:/{name}"):
+        aliases = client.get_registered_model(name).aliases
+        found = client.search_model_versions(f"name = '{name}'")
+    rows = [{"version": int(v.version), "aliases": sorted(a for a, n in aliases.items() if str(n) == str(v.version)),
+             "miou": v.tags.get("miou", ""), "run_id": v.run_id, "source": v.source} for v in found]
+    return sorted(rows, key=lambda v: -v["version"])
+
+
+def pinned(uri: str, tracking_uri: str) -> str:
+    """models:/NAME@ALIAS as the version it points at now, models:/NAME/VERSION (whose files never change)."""
+    name, at, alias = uri[len("models:/"):].partition("@")
+    if not (uri.startswith("models:/") and at):
+        return uri
+    from mlflow import MlflowClient
+
+    with _not_found(f"model={uri} (MLflow at {tracking_uri})"):
+        return f"models:/{name}/{MlflowClient(_existing(tracking_uri)).get_model_version_by_alias(name, alias).version}"
+
+
+def download_model(uri: str, tracking_uri: str, dst: str) -> str:
+    """The model.pt + meta.json of a model Tracker.log_model logged (models:/NAME@ALIAS, models:/NAME/VERSION,
+    runs:/RUN_ID/NAME or models:/MODEL_ID) downloaded into the local folder `dst`; returns the folder holding
+    them. A URI that names no such model: one-line FileNotFoundError."""
+    import mlflow.artifacts
+
+    with _global_uri(_existing(tracking_uri)), _not_found(f"model={uri} (MLflow at {tracking_uri})"):
+        if uri.startswith("models:/m-") and "/" not in uri[len("models:/"):]:  # a logged model, by id
+            uri = mlflow.MlflowClient(tracking_uri).get_logged_model(uri[len("models:/"):]).artifact_location
+        return mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{MODEL_FILES}", dst_path=dst,
+                                                   tracking_uri=tracking_uri, registry_uri=tracking_uri)

@@ -21,7 +21,7 @@ from inetseg.config.core import (
 )
 from inetseg.config.data import CrawlConfig, IngestConfig, SynthConfig, TestSetConfig
 from inetseg.config.inference import CRFConfig, CRFParams, EvaluateConfig, PredictConfig, SegmentConfig
-from inetseg.config.run import RUN_FIELDS, check_run
+from inetseg.config.run import REGISTERED_MODEL, RUN_FIELDS, check_run
 from inetseg.config.training import (
     AttentionConfig,
     ClassifierConfig,
@@ -33,7 +33,7 @@ from inetseg.config.training import (
 )
 
 __all__ = [
-    "RUN_FIELDS", "check_run",
+    "REGISTERED_MODEL", "RUN_FIELDS", "check_run",
     "AttentionConfig", "CRFConfig", "CRFParams", "ClassifierConfig", "ComputeConfig", "ConfigError", "CrawlConfig",
     "EvaluateConfig", "FilterConfig", "FinetuneConfig", "IngestConfig", "PredictConfig", "SegmentConfig",
     "SegmenterConfig", "SplitConfig", "SynthConfig", "TestSetConfig", "check", "deep_merge", "dump_yaml",

@@ -100,8 +100,13 @@ class EvaluateConfig:
 class SegmentConfig:
     """A trained segmenter over a user's own photos -> palette masks, overlays, optional probabilities."""
 
-    model: str = ""  # trained segmenter folder (a run's segmenter/: model.pt + meta.json)
+    # a trained segmenter: a folder (a run's segmenter/: model.pt + meta.json) or an MLflow model URI,
+    # models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/segmenter
+    model: str = ""
     images: str = ""  # one photo, or a folder searched recursively (jpg jpeg png gif bmp webp tif tiff)
+    # where an MLflow model= URI is looked up: a tracking URI, or a run folder (its mlflow.db);
+    # '' = MLFLOW_TRACKING_URI, else ./mlflow.db
+    mlflow_uri: str = ""
     out: str = ""  # output folder: masks/, overlays/, probs/, classes.json, summary.json, failed.json
     classes: list[str] = field(default_factory=list)  # names of ids 1..K; [] = the model's meta.json (or its run)
     input_size: int = 0  # network input side; 0 = the side the segmenter was trained at (meta.json)

@@ -17,6 +17,8 @@ def check_run(self: Any, p: str = "") -> None:
           f"{p}classifier_from_filter needs filter.rounds > 0 and filter.mode=paper (one model per round)")
 
 
+REGISTERED_MODEL = "inetseg-segmenter"  # the registered model's default name (pipeline, `inetseg models`)
+
 RUN_FIELDS: list[tuple[str, type, Any]] = [
     ("out", str, "runs/default"),  # output root: local path or s3:// / gs:// URI
     ("source", str, "synth"),  # synth = the offline corpus; otherwise a folder per tag or a crawl folder
@@ -26,6 +28,9 @@ RUN_FIELDS: list[tuple[str, type, Any]] = [
     ("mlflow_uri", str, ""),  # '' = MLFLOW_TRACKING_URI, else sqlite under <out>
     ("experiment", str, "inetseg"),  # MLflow experiment name
     ("run_name", str, ""),  # MLflow parent run name; '' = generated
+    # MLflow registered model that gets the run's final segmenter (predict.model) as a new version, tagged with
+    # the run's mIoU; its first version becomes @champion. '' = register nothing (models are still logged).
+    ("registered_model", str, REGISTERED_MODEL),
     ("resume", bool, True),  # skip stages whose output is complete with the same config
     # The final classifier starts from the last filter round's model instead of from random weights
     # (filter.mode=paper): the rounds already trained it on (nearly) the same images, so fewer epochs reach

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,6 +14,8 @@ from inetseg.models.segmenter import Segmenter
 
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"
+# What either net takes (inference.predict_logits), for users of an MLflow copy of it.
+INPUT = "RGB, N x 3 x S x S float32, pixel / 127.5 - 1, each image letterboxed with grey into S x S"
 
 
 def local_model_file(model_dir: str) -> str:
@@ -48,3 +51,33 @@ def load_model(model_dir: str, device: torch.device, kind: str = "") -> tuple[nn
     model = build(meta)
     model.load_state_dict(torch.load(local_model_file(model_dir), map_location="cpu"))
     return model.to(device).eval(), meta
+
+
+def copy_local(model_dir: str, dest: str) -> list[str]:
+    """Copy `model_dir`'s model.pt and meta.json (local or cloud) into the local folder `dest`; their paths."""
+    paths = []
+    for fname in (MODEL_FILE, META_FILE):
+        paths.append(os.path.join(dest, fname))
+        with open(paths[-1], "wb") as f:
+            f.write(storage.read_bytes(storage.join(model_dir, fname)))
+    return paths
+
+
+def example_input(meta: dict, batch: int = 2) -> np.ndarray:
+    """A float32 N x 3 x S x S batch at the net's input side S: zeros (mid-grey once normalised), which keep
+    the JSON example small; two images, as torch.export fixes a batch dimension of 1 into the graph."""
+    if not meta.get("input_size"):
+        raise ValueError("meta.json has no input_size: cannot build the model's input example")
+    side = int(meta["input_size"])
+    return np.zeros((batch, 3, side, side), np.float32)
+
+
+def output_shape(meta: dict) -> tuple[int, ...]:
+    """Per image, what the net returns: K class logits, or K+1 logit maps at its input size."""
+    k, side = int(meta["num_classes"]), int(meta["input_size"])
+    return (k + 1, side, side) if kind_of(meta) == "segmenter" else (k,)
+
+
+def card(meta: dict) -> dict:
+    """What describes a net beside its weights: meta.json without the per-epoch history, and its input."""
+    return {**{k: v for k, v in meta.items() if k != "history"}, "input": INPUT}

@@ -5,10 +5,14 @@ net once per batch and writes that photo's files itself (atomically), so no imag
 """
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import hashlib
 import json
 import logging
 import posixpath
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -18,7 +22,7 @@ import pyarrow as pa
 import ray
 
 from inetseg import config as C
-from inetseg import imaging, masks, photos, schema, shards, storage, viz
+from inetseg import imaging, masks, photos, schema, shards, storage, tracking, viz
 from inetseg.crf import crf_labels
 from inetseg.inference import predict_logits, single_class, upsample_probs
 from inetseg.models.io import META_FILE, MODEL_FILE, load_model
@@ -31,6 +35,32 @@ STATE_FILE = "_segment.json"  # fingerprint of model + settings, so a resume nev
 ROW = pa.schema([("file", pa.string()), ("name", pa.string()), ("status", pa.string()),
                  ("reason", pa.string()), ("detail", pa.string()), ("height", pa.int32()),
                  ("width", pa.int32()), ("pixels", pa.list_(pa.int64()))])
+_FETCHED: dict[tuple[str, str], str] = {}  # (pinned model URI, tracking URI) -> the local folder it was fetched to
+
+
+def locate_model(cfg: C.SegmentConfig) -> C.SegmentConfig:
+    """cfg naming its MLflow model as this process sees it now: the tracking URI resolved (an actor's working
+    folder may differ), an alias as the version it points at (so every actor loads what the driver hashed)."""
+    if not tracking.is_model_uri(cfg.model):
+        return cfg
+    uri = tracking.resolve_uri(cfg.mlflow_uri)
+    return dataclasses.replace(cfg, model=tracking.pinned(cfg.model, uri), mlflow_uri=uri)
+
+
+def fetch_model(cfg: C.SegmentConfig) -> C.SegmentConfig:
+    """cfg with model= a local folder: an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...)
+    is downloaded first (model.pt + meta.json, once per process and version) into a temporary folder, so that
+    every model loads one way. A URI that names no model: one-line FileNotFoundError."""
+    if not tracking.is_model_uri(cfg.model):
+        return cfg
+    cfg = locate_model(cfg)
+    key = (cfg.model, cfg.mlflow_uri)
+    if key not in _FETCHED:
+        tmp = tempfile.mkdtemp(prefix="inetseg-model-")
+        atexit.register(shutil.rmtree, tmp, True)
+        _FETCHED[key] = tracking.download_model(*key, tmp)
+        log.info("segment: model=%s (MLflow at %s) downloaded to %s", *key, _FETCHED[key])
+    return dataclasses.replace(cfg, model=_FETCHED[key])
 
 
 def read_model_meta(model: str) -> dict:
@@ -79,7 +109,8 @@ def find_photos(cfg: C.SegmentConfig) -> tuple[list[str], list[str]]:
 
 
 def check(cfg: C.SegmentConfig) -> None:
-    """Fail fast on a bad model folder or an empty photo folder (the CLI calls this before starting Ray)."""
+    """Fail fast on a bad model or an empty photo folder (the CLI calls this before starting Ray)."""
+    cfg = fetch_model(cfg)
     meta = read_model_meta(cfg.model)
     class_names(cfg, meta)
     network_side(cfg, meta)
@@ -88,7 +119,8 @@ def check(cfg: C.SegmentConfig) -> None:
 
 def fingerprint(cfg: C.SegmentConfig) -> str:
     """Hash of the model's weights and of every setting that changes what is written for a photo."""
-    settings = {k: v for k, v in C.to_dict(cfg).items() if k not in ("model", "images", "out", "compute")}
+    settings = {k: v for k, v in C.to_dict(cfg).items()
+                if k not in ("model", "mlflow_uri", "images", "out", "compute")}
     h = hashlib.sha256(storage.read_bytes(storage.join(cfg.model, MODEL_FILE)))
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -103,14 +135,16 @@ def finished(cfg: C.SegmentConfig) -> set[str]:
     return done
 
 
-def start_output(cfg: C.SegmentConfig, names: list[str], resume: bool) -> set[str]:
-    """Write classes.json and the settings fingerprint; the names already finished when resuming."""
+def start_output(cfg: C.SegmentConfig, names: list[str], resume: bool, source: str = "") -> set[str]:
+    """Write classes.json and the settings fingerprint (and where the model came from: `source`, else its
+    folder); the names already finished when resuming."""
     state_file = storage.join(cfg.out, STATE_FILE)
     fp = fingerprint(cfg)
     if resume and storage.exists(state_file) and storage.read_json(state_file).get("fingerprint") != fp:
         raise C.ConfigError(f"out={cfg.out} holds masks of another model or other settings; "
                             f"use another out= or --no-resume to redo every photo")
-    storage.write_json(state_file, {"fingerprint": fp, "model": storage.absolute(cfg.model)})
+    model = source if tracking.is_model_uri(source) else storage.absolute(cfg.model)
+    storage.write_json(state_file, {"fingerprint": fp, "model": model})
     storage.write_text(storage.join(cfg.out, "classes.json"), json.dumps(names[1:]) + "\n")
     return finished(cfg) if resume else set()
 
@@ -120,7 +154,8 @@ class Segmentor:
 
     def __init__(self, cfg: C.SegmentConfig, names: list[str], input_size: int):
         self.device = actor_device(cfg.compute)
-        self.model, _ = load_model(cfg.model, self.device, "segmenter")
+        # Each actor fetches an MLflow model itself: the driver's download is on the driver's node only.
+        self.model, _ = load_model(fetch_model(cfg).model, self.device, "segmenter")
         self.cfg, self.names, self.input_size = cfg, names, input_size
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -182,12 +217,13 @@ def summarize(done: int, pixels: np.ndarray, failures: list[dict], names: list[s
 
 def run(cfg: C.SegmentConfig, resume: bool = True) -> dict:
     """Segment every photo of cfg.images into cfg.out; returns (and writes) summary.json."""
-    t0 = time.time()
-    meta = read_model_meta(cfg.model)
-    names = ["background", *class_names(cfg, meta)]
-    side = network_side(cfg, meta)
+    t0, cfg = time.time(), locate_model(cfg)
+    local = fetch_model(cfg)
+    meta = read_model_meta(local.model)
+    names = ["background", *class_names(local, meta)]
+    side = network_side(local, meta)
     paths, stems = find_photos(cfg)
-    already = start_output(cfg, names, resume)
+    already = start_output(local, names, resume, cfg.model)
     todo = [{"file": p, "name": s} for p, s in zip(paths, stems) if s not in already]
     log.info("segment: %d photos, %d already done, %d to segment", len(paths), len(paths) - len(todo), len(todo))
     batches: Iterable[pa.Table] = []
