@@ -23,7 +23,7 @@ FAST = [
     "ingest.max_side=64", "ingest.rows_per_shard=50",
     "classifier.width=0.25", "classifier.input_size=64", "classifier.epochs=2", "classifier.batch_size=16",
     "classifier.holdout_fraction=0.1",
-    "filter.rounds=0",  # one net fewer to train; tests/test_filter_rounds.py runs the rounds
+    "filter.rounds=0", "classifier_from_filter=false",  # one net fewer (tests/test_filter_rounds.py runs rounds)
     "attention.input_size=64",
     "segmenter.input_size=64", "segmenter.epochs=1", "segmenter.batch_size=8",
     "predict.input_size=64", "crf.iterations=3",

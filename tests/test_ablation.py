@@ -196,3 +196,30 @@ def test_a_source_folder_must_be_a_labelled_photo_collection(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ablation.main(["--out", str(tmp_path / "x.json"), "--source", str(tmp_path / "nothing")])
     assert "no images/<tag>/" in capsys.readouterr().err
+
+
+def test_source_is_split_as_the_real_bench_splits_it(tmp_path):
+    """--source: the collection laid out under <run>/data by tagged.plan_split (jobs/bench/real.py's split), the
+    run pointed at it, and the truth for pseudo labels = the masked photos left for training."""
+    import cv2
+
+    from inetseg.sources import tagged
+
+    src = tmp_path / "photos"
+    for t, tag in enumerate(["cat", "dog"]):
+        for i in range(10):
+            (src / "images" / tag).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(src / "images" / tag / f"{tag}_{i}.jpg"), np.full((40, 40, 3), 20 * i + 30 * t, np.uint8))
+            if i < 8:
+                (src / "masks").mkdir(exist_ok=True)
+                cv2.imwrite(str(src / "masks" / f"{tag}_{i}.png"), np.full((40, 40), t + 1, np.uint8))
+    (src / "classes.json").write_text(json.dumps(["cat", "dog"]))
+    args, seeds, rows, overrides, run, truth = ablation.prepare(
+        ["--out", str(tmp_path / "x.json"), "--run", str(tmp_path / "run"), "--source", str(src), "--rows", "crf"])
+    assert args.preset == "real" and seeds == [0] and rows == ["fused_smooth_trimap", "online_finetune", "crf"]
+    data = tmp_path / "run" / "data"
+    assert overrides[-3:] == [f"source={data}/train", f"test={data}/test", "ingest.classes=cat,dog"]
+    split = tagged.plan_split(str(src), 0.2)
+    assert split.test
+    assert sorted(os.listdir(data / "test" / "images")) == sorted(os.path.basename(p) for _, p, _ in split.test)
+    assert len(truth) == len(split.train_masks) > 0 and all(v["mask"] for v in truth.values())
