@@ -25,9 +25,10 @@ pseudo labels' `pseudo_miou`, `precision` (pixel accuracy where labelled) and `i
 measured after the fact against the synthetic corpus's hidden truth, or with --source against the masked
 training photos (nothing flows back into training).
 
-Seeds: --seeds 0,1,2 runs the whole table once per run seed (key seed=; seed 0 in <run>, seed s in
-<run>/seed<s>) and reports per row the mean, max-min and std; the claims are judged on the means, and a
-difference smaller than the crf row's max-min (else online_finetune's) is marked "no difference".
+Seeds: --seeds 0,1,2 runs the whole table once per run seed (key seed=, which every stage seed left at 0
+follows, the synthetic corpus's included; seed 0 in <run>, seed s in <run>/seed<s>) and reports per row the
+mean, max-min and std; the claims are judged on the means, and a difference smaller than the crf row's
+max-min (else online_finetune's, else fused_smooth_trimap's) is marked "no difference".
 
 --source DIR: a labelled photo collection (images/<tag>/, masks/, classes.json), split as
 jobs/bench/real.py splits it (--test-fraction of each tag's masked photos held out as the test split, by
