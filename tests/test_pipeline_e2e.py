@@ -73,32 +73,3 @@ def test_rerun_reuses_finished_stages(run):
     assert model.stat().st_mtime_ns == before  # not retrained
     assert again["mlflow_run_id"] != summary["mlflow_run_id"]
 
-
-def test_ablation_runs_every_row_on_a_finished_run(run, tmp_path):
-    """jobs/ablation.py reuses the run's classifier, writes all five rows, Markdown, a picture, MLflow."""
-    import importlib.util
-    import os
-
-    out, cfg, summary = run
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", "ablation.py")
-    spec = importlib.util.spec_from_file_location("ablation", path)
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
-    model = out / "classifier" / "model.pt"
-    before = model.stat().st_mtime_ns
-    dest = tmp_path / "ablation.json"
-    assert ablation.main(["--out", str(dest), "--run", str(out), *TINY]) == 0
-    result = json.loads(dest.read_text())
-    assert model.stat().st_mtime_ns == before  # the classifier was reused, not retrained
-    for row in ("forward", "backward", "fused", "fused_smooth", "fused_smooth_trimap"):
-        r = result[row]
-        assert 0 <= r["miou"] <= 1 and 0 <= r["precision"] <= 1 and r["images"] > 0
-        assert (r["ignored"] > 0) == (row == "fused_smooth_trimap")  # only the trimap ignores pixels
-    # The pipeline's own setting is the last row: the same pseudo labels again (deterministic inference).
-    assert result["fused_smooth_trimap"]["miou"] == pytest.approx(summary["pseudo_label_miou"], abs=0.01)
-    assert (tmp_path / "ablation.md").read_text().count("\n| ") == 5  # a line per row after the header
-    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
-    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id],
-                              "tags.`inetseg.kind` = 'ablation'")
-    assert len(runs) == 1 and runs[0].data.metrics["fused_miou"] == pytest.approx(result["fused"]["miou"])

@@ -17,11 +17,13 @@ from inetseg.ingest.duplicates import duplicates_file
 log = logging.getLogger("inetseg")
 
 
-def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
-    """Connect to Ray once: an existing cluster (address / RAY_ADDRESS / inside a job) or a local one."""
+def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> None:
+    """Connect to Ray once: an existing cluster (address / RAY_ADDRESS / inside a job) or a local one.
+    quiet: for a job that prints its own progress (jobs/ablation.py), no Ray Data progress bars and no worker
+    logs forwarded to the driver (a failed task still raises in the driver with its traceback)."""
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
+    kwargs: dict[str, Any] = {"log_to_driver": not quiet, "configure_logging": False}
     # Ship the working tree's package to workers when running from a checkout without install.
     if address:
         ray.init(address=address, **kwargs)
@@ -31,7 +33,7 @@ def ensure_ray(address: str = "", num_cpus: int = 0) -> None:
         # "local" starts a fresh Ray even when a `ray start` cluster runs on this machine.
         ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = not quiet
     ctx.print_on_execution_start = False
 
 
