@@ -72,7 +72,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Nam
     ap.add_argument("--source", default="", help="a labelled photo folder: images/<tag>/, masks/, classes.json")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="--source: share of each tag's masked "
                                                                       "photos held out (as jobs/bench/real.py)")
-    ap.add_argument("--fast", action="store_true", help="tiny corpus and schedule: the whole table in a few minutes (checks the machinery, not the claims)")
+    ap.add_argument("--fast", action="store_true",
+                    help="tiny corpus and schedule: the whole table in minutes (checks the machinery, not the claims)")
     ap.add_argument("--name", default="", help="keep a variant's rows apart: <run>/ablation/<name>/<row>")
     ap.add_argument("--picture-images", type=int, default=6, help="images per block of the picture (0 = none)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline keys, e.g. attention.lambda1=2")
