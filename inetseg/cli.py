@@ -11,7 +11,7 @@ from inetseg import config as C
 from inetseg import registry
 from inetseg.evalsets import DataSetError
 from inetseg.masks import MaskError
-from inetseg.tracking import CHAMPION, is_model_uri
+from inetseg.tracking import CHAMPION
 
 log = logging.getLogger("inetseg")
 
@@ -159,7 +159,7 @@ def run_stage(args: argparse.Namespace) -> int:
     cfg = C.load(stage.config, args.config, args.overrides, section=stage.name)
     for key in required_keys(stage.name, cfg):  # fail on a missing input before paying for a Ray start
         value = getattr(cfg, key)
-        if key not in ("out", "tags") and not is_model_uri(value) and not storage.exists(value):
+        if key not in ("out", "tags") and not storage.is_model_uri(value) and not storage.exists(value):
             raise FileNotFoundError(f"{stage.name}: {key}={value} does not exist")
     module = stage.module()
     if hasattr(module, "check"):  # a stage's own input checks, before paying for a Ray start

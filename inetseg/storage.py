@@ -131,3 +131,8 @@ def list_dirs(path: str) -> list[str]:
 def open_output(path: str) -> io.RawIOBase:
     fs, p = resolve(path)
     return fs.open_output_stream(p)
+
+
+def is_model_uri(value: str) -> bool:
+    """An MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/NAME), not a folder."""
+    return value.startswith(("models:/", "runs:/"))

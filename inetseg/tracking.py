@@ -22,11 +22,6 @@ MODEL_FILES = "extra_files"  # where log_model puts a net's model.pt + meta.json
 CHAMPION = "champion"  # the alias `inetseg segment model=models:/NAME@champion` reads
 
 
-def is_model_uri(value: str) -> bool:
-    """An MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/NAME), not a folder."""
-    return value.startswith(("models:/", "runs:/"))
-
-
 def resolve_uri(given: str = "", folder: str = ".") -> str:
     """The tracking URI a key names: a URI as is, a run folder or .db file as its SQLite store; '' =
     MLFLOW_TRACKING_URI, else the SQLite store in `folder` (as Tracker.default_uri)."""
@@ -50,13 +45,18 @@ def _global_uri(uri: str) -> Iterator[None]:
     it, whatever client is given); its per-file progress bars off unless asked for (a model has a few files)."""
     import mlflow
 
-    before = mlflow.get_tracking_uri()
+    # set_tracking_uri writes os.environ too: left set, later runs of this process would log to ./mlflow.db.
+    before, env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         yield
     finally:
         mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 @contextlib.contextmanager

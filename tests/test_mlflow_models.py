@@ -3,6 +3,7 @@
 `inetseg segment model=models:/...` loads through MLflow: from the local SQLite store and from a real
 `mlflow server` on loopback."""
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,10 +35,12 @@ def run(ray_session, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(run):
     """A client of the run's store, which is also mlflow's global store meanwhile (get_model_info, load_model)."""
-    uri, before = f"sqlite:///{run[0]}/mlflow.db", mlflow.get_tracking_uri()
+    uri, before, env = f"sqlite:///{run[0]}/mlflow.db", mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     yield mlflow.MlflowClient(uri)
-    mlflow.set_tracking_uri(before)
+    mlflow.set_tracking_uri(before)  # which also sets the env var: put it back as it was for the next modules
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def stage_runs(client, summary) -> dict:

@@ -38,3 +38,21 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
     with t.stage("s") as st:
         st.log_metrics({"x": 1})
     t.end()
+
+
+def test_a_temporary_global_uri_leaves_no_env_var_behind(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; left behind, every later run of the process (and of the
+    test suite) would log to it instead of its own folder's store."""
+    import os
+
+    from inetseg import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracking._global_uri(f"sqlite:///{tmp_path}/a.db"):
+        assert os.environ["MLFLOW_TRACKING_URI"].endswith("a.db")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking.Tracker.default_uri(str(tmp_path)) == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    with tracking._global_uri(f"sqlite:///{tmp_path}/a.db"):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"

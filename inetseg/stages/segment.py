@@ -41,7 +41,7 @@ _FETCHED: dict[tuple[str, str], str] = {}  # (pinned model URI, tracking URI) ->
 def locate_model(cfg: C.SegmentConfig) -> C.SegmentConfig:
     """cfg naming its MLflow model as this process sees it now: the tracking URI resolved (an actor's working
     folder may differ), an alias as the version it points at (so every actor loads what the driver hashed)."""
-    if not tracking.is_model_uri(cfg.model):
+    if not storage.is_model_uri(cfg.model):
         return cfg
     uri = tracking.resolve_uri(cfg.mlflow_uri)
     return dataclasses.replace(cfg, model=tracking.pinned(cfg.model, uri), mlflow_uri=uri)
@@ -51,7 +51,7 @@ def fetch_model(cfg: C.SegmentConfig) -> C.SegmentConfig:
     """cfg with model= a local folder: an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...)
     is downloaded first (model.pt + meta.json, once per process and version) into a temporary folder, so that
     every model loads one way. A URI that names no model: one-line FileNotFoundError."""
-    if not tracking.is_model_uri(cfg.model):
+    if not storage.is_model_uri(cfg.model):
         return cfg
     cfg = locate_model(cfg)
     key = (cfg.model, cfg.mlflow_uri)
@@ -143,7 +143,7 @@ def start_output(cfg: C.SegmentConfig, names: list[str], resume: bool, source: s
     if resume and storage.exists(state_file) and storage.read_json(state_file).get("fingerprint") != fp:
         raise C.ConfigError(f"out={cfg.out} holds masks of another model or other settings; "
                             f"use another out= or --no-resume to redo every photo")
-    model = source if tracking.is_model_uri(source) else storage.absolute(cfg.model)
+    model = source if storage.is_model_uri(source) else storage.absolute(cfg.model)
     storage.write_json(state_file, {"fingerprint": fp, "model": model})
     storage.write_text(storage.join(cfg.out, "classes.json"), json.dumps(names[1:]) + "\n")
     return finished(cfg) if resume else set()
