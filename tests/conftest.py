@@ -30,6 +30,25 @@ def ray_session():
     ray.shutdown()
 
 
+def tiny_run(tmp_path_factory, *overrides: str) -> tuple:
+    """A whole demo-preset pipeline on the TINY corpus in a fresh folder: (out, config, summary). Call it from a
+    module-scoped fixture (with ray_session), so a module pays for one run."""
+    from inetseg import pipeline
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = pipeline.load_config("demo", None, [f"out={out}", *TINY, *overrides])
+    return out, cfg, pipeline.run(cfg)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def kill_tree(proc) -> None:
     """SIGKILL a subprocess and everything it started (raylet, GCS, workers): nothing gets to clean up."""
     import signal

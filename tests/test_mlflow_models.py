@@ -4,7 +4,6 @@
 `mlflow server` on loopback."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, kill_tree
+from conftest import TINY, free_port, kill_tree, tiny_run
 from PIL import Image
 
 from inetseg import config as C
@@ -26,10 +25,7 @@ NAME = "inetseg-segmenter"
 
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = pipeline.load_config("demo", None, [f"out={out}", *TINY])
-    summary = pipeline.run(cfg)
-    return out, cfg, summary
+    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +160,6 @@ def test_a_bad_model_uri_or_store_is_a_one_line_error(run, photos, tmp_path):
 
 
 # ------------------------------------------------------------------ a real tracking server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, tiny_run
 
 from inetseg import pipeline, shards
 from inetseg.schema import IMAGES, PSEUDO
@@ -12,10 +12,7 @@ from inetseg.schema import IMAGES, PSEUDO
 
 @pytest.fixture(scope="module")
 def run(ray_session, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = pipeline.load_config("demo", None, [f"out={out}", *TINY])
-    summary = pipeline.run(cfg)
-    return out, cfg, summary
+    return tiny_run(tmp_path_factory)
 
 
 def test_summary_has_the_promised_fields(run):

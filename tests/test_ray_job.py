@@ -3,30 +3,23 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A real single-node Ray cluster with its dashboard (job API) on a free port; stopped afterwards."""
     temp = tmp_path_factory.mktemp("ray")
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     # Token auth on, as `ray start --head` has it by default once a token exists; the same token in
     # the environment of the head and of the client, so the test does not depend on ~/.ray.
     # PATH first: the job's `python` must be this environment's, as it is for a user in their venv.
@@ -38,7 +31,7 @@ def head(tmp_path_factory):
              f"--temp-dir={temp}", "--disable-usage-stats",
              # Ports of its own for the per-node agents: the defaults (52365, ...) may be held by another
              # Ray on this machine, and then the job agent never comes up ("No available agent").
-             *(f"--{flag}={_free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             *(f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                        "metrics-export-port", "runtime-env-agent-port",
                                                        "ray-client-server-port"))]
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
