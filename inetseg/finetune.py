@@ -37,6 +37,13 @@ def pseudo_from_segmenter(prob_tag: np.ndarray, rgb: np.ndarray, label: int,
     return pseudo_label(smoothing.renormalise(np.clip(prob_tag.astype(np.float32), 0, 1)), rgb, label, method)
 
 
+def region_label(region: np.ndarray, label: int) -> np.ndarray:
+    """The object region M of Eqn 11 itself as the pseudo label: the tag inside, background outside, nothing
+    ignored (finetune.labels=region). Why an option: a first segmenter that splits its object mass over several
+    classes leaves P(tag) low, and the rescaled probability through Eqn 10 then over- or under-segments."""
+    return np.where(region, np.uint8(label), np.uint8(0)).astype(np.uint8)
+
+
 def held_out(ids: list[str], share: float) -> np.ndarray:
     """The images kept out of the classifier's and the first segmenter's training for fine-tuning: a
     deterministic share by a salted id hash (independent of the classifier's validation slice and folds)."""

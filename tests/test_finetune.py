@@ -50,6 +50,12 @@ def test_pseudo_label_from_the_segmenter_follows_the_trimap():
     assert mask[16, 16] == 3 and mask[0, 0] == 0 and (mask == IGNORE).any()
 
 
+def test_region_labels_are_eqn_11s_mask_with_nothing_ignored():
+    m = finetune.object_region(_probs(), 2)
+    lab = finetune.region_label(m, 2)
+    assert lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 2} and ((lab == 2) == m).all()
+
+
 def test_held_out_share_is_deterministic_and_about_the_share():
     ids = [f"img{i}" for i in range(4000)]
     held = finetune.held_out(ids, 0.1)

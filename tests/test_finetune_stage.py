@@ -86,3 +86,12 @@ def test_fine_tuning_continues_the_segmenters_recorded_schedule(run):
     assert recorded_config(first) == dataclasses.replace(cfg.segmenter, pseudo="", model="", out="")
     # A folder exported before schedules were recorded: the defaults at its own input size.
     assert recorded_config({"input_size": 96}) == C.SegmenterConfig(input_size=96)
+
+
+def test_region_labels_ignore_nothing_and_fine_tune_too(run, tmp_path):
+    cfg, _ = run
+    region = dataclasses.replace(cfg.finetune, labels="region", out=str(tmp_path / "region"))
+    meta = finetune.run(region)
+    scored = shards.read_table(region.out + "/round1/scored", columns=["ignored", "foreground"])
+    assert all(v == 0 for v in scored.column("ignored").to_pylist())
+    assert meta["rounds"][0]["trained_on"] > 0 and meta["model"].endswith("round1/segmenter")

@@ -200,7 +200,9 @@ class FinetuneConfig:
     # batch, lr, compute, ...); the images are labelled and scored at the two models' own input sizes.
     epochs: int = 0  # 0 = as many as the segmenter was trained for
     lr: float = 0.0  # 0 = the segmenter's learning rate
-    # Eqn 9 and Eqn 10 on the segmenter's tag probability (the attention stage's meaning and defaults):
+    # The new pseudo labels: "paper" = the segmenter's tag probability through Eqn 9 and Eqn 10 (the settings
+    # below, the attention stage's meaning and defaults); "region" = Eqn 11's M itself, nothing ignored.
+    labels: Literal["paper", "region"] = "paper"
     smoothing: bool = True
     segment_scale: float = 100.0
     segment_sigma: float = 0.8

@@ -51,7 +51,10 @@ class Relabeller:
         kept = finetune.keep(p_tag, self.cfg.mu)
         rows: dict[str, list] = {n: [] for n in schema.RELABELLED.names}
         for i, label in enumerate(labels):
-            mask, att = finetune.pseudo_from_segmenter(probs[i][label], images[i], int(label), self.method)
+            if self.cfg.labels == "region":
+                mask, att = finetune.region_label(regions[i], int(label)), probs[i][label]
+            else:
+                mask, att = finetune.pseudo_from_segmenter(probs[i][label], images[i], int(label), self.method)
             for key, value in (("id", batch["id"][i]), ("tag", batch["tag"][i]), ("label", int(label)),
                                ("image", batch["image"][i]), ("mask", imaging.encode_png(mask)),
                                ("attention", imaging.encode_png((att * 255).round().astype(np.uint8))),
