@@ -95,3 +95,15 @@ def test_region_labels_ignore_nothing_and_fine_tune_too(run, tmp_path):
     scored = shards.read_table(region.out + "/round1/scored", columns=["ignored", "foreground"])
     assert all(v == 0 for v in scored.column("ignored").to_pylist())
     assert meta["rounds"][0]["trained_on"] > 0 and meta["model"].endswith("round1/segmenter")
+
+
+def test_a_new_fine_tuning_lr_retrains_without_relabelling(run):
+    """The relabel step's fingerprint holds only what changes a label: lr and epochs re-train, not relabel."""
+    import os
+
+    cfg, _ = run
+    scored = cfg.finetune.out + "/round1/scored"
+    before = {f: os.stat(os.path.join(scored, f)).st_mtime_ns for f in os.listdir(scored)}
+    meta = finetune.run(dataclasses.replace(cfg.finetune, lr=0.02))
+    assert not meta.get("reused")
+    assert {f: os.stat(os.path.join(scored, f)).st_mtime_ns for f in os.listdir(scored)} == before

@@ -89,12 +89,18 @@ def kept_pseudo(scored: str, out: str) -> dict:
     return {"images": shards.count_rows(out)}
 
 
+# Keys that shape the fine-tuning run but not one image's label or verdict (hashed by the segmenter step instead).
+_TRAINING_ONLY = ("epochs", "lr", "include_initial", "pseudo", "out", "rounds", "enabled", "compute")
+
+
 def run_round(cfg: C.FinetuneConfig, r: int, model: str, resume: bool) -> dict:
     """One round: relabel, keep, fine-tune; returns its counts and where its segmenter is."""
     t0 = time.time()
     rdir = storage.join(cfg.out, f"round{r}")
     scored, pseudo = storage.join(rdir, "scored"), storage.join(rdir, "pseudo")
-    fp = common.stage_fingerprint({"round": r, **C.to_dict(cfg)}, cfg.images, model)
+    # What changes the labels only: a new fine-tuning lr or epochs re-trains, it does not relabel every image.
+    labelling = {k: v for k, v in C.to_dict(cfg).items() if k not in _TRAINING_ONLY}
+    fp = common.stage_fingerprint({"round": r, **labelling}, cfg.images, model, cfg.classifier)
     counts = common.run_stage(f"finetune round {r} relabel", scored, fp, resume,
                        functools.partial(relabel, cfg, model, scored))
     common.run_stage(f"finetune round {r} keep", pseudo, common.stage_fingerprint({"round": r}, scored), resume,
