@@ -9,6 +9,7 @@ import typing
 
 from inetseg import config as C
 from inetseg import registry
+from inetseg.config.tuning import TuneConfig
 from inetseg.evalsets import DataSetError
 from inetseg.masks import MaskError
 from inetseg.tracking import CHAMPION
@@ -62,6 +63,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                  "garbage_rate", "oversized_rate"):
         ff.add_argument("--" + knob.replace("_", "-"), type=float, default=0.0, dest=knob)
     add_models_args(sub)
+    tp = sub.add_parser("tune", help="Ray Tune search over the method's thresholds, scored without labels; "
+                                     "writes best.yaml for `pipeline --config`",
+                        description=TUNE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=("tune keys (tune.key=value, or in the --tune file):\n" + describe_fields(TuneConfig))
+                        if command == "tune" else None)
+    add_tune_args(tp)
     for stage in registry.REGISTRY.stages:
         keys = "keys (key=value):\n" + describe_fields(stage.config) if stage.name == command else None
         sp = sub.add_parser(stage.name, help=stage.help, description=stage.description or stage.help,
@@ -85,6 +92,51 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the config (preset + file + overrides; empty paths follow out=) and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+TUNE_HELP = """Search pipeline keys with Ray Tune (Optuna TPE + ASHA by default). The stages before the first tuned
+key run once; each trial re-runs only the stages its values change, in folders shared by trials that agree so far.
+Trials are scored by a label-free objective on validation images nothing trains on (split.val_share; see
+inetseg/tuning.py), or with tune.objective=val_miou tune.val=DIR by the mIoU on a labelled folder (never the test
+split). A killed search resumes where it stopped. Writes <out>/tune/best.yaml (run it: inetseg pipeline --preset P
+--config best.yaml), trials.json, summary.json, and an MLflow parent run with a nested run per trial.
+
+examples:
+  inetseg tune                                            # the demo, the default space, 12 trials
+  inetseg tune --tune jobs/configs/tune.yaml tune.num_samples=20
+  inetseg tune --preset real source=DIR test=DIR tune.objective=val_miou tune.val=VALDIR"""
+
+
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `inetseg tune` and jobs/tune.py: the pipeline's, plus the tune file."""
+    add_pipeline_args(p)
+    p.add_argument("--tune", dest="tune_file", help="YAML with tune keys (space:, num_samples:, ...)")
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Split tune.* keys from pipeline keys, run the search, print the best values."""
+    from inetseg import pipeline, storage
+    from inetseg.stages import tune
+
+    tune_keys = [o[len("tune."):] for o in args.overrides if o.startswith("tune.")]
+    overrides = [o for o in args.overrides if not o.startswith("tune.")] + ([f"out={args.out}"] if args.out else [])
+    user = pipeline.load_config(args.preset, args.config, overrides, resolve=False)
+    cfg = pipeline.load_config(args.preset, args.config, overrides)
+    tcfg = C.load(TuneConfig, args.tune_file, tune_keys)
+    tcfg.out = storage.absolute(tcfg.out or storage.join(cfg.out, "tune"))
+    if args.print_config:
+        print(C.dump_yaml(tcfg))
+        return 0
+    from inetseg.stages.common import ensure_ray
+
+    ensure_ray(cfg.ray_address, cfg.num_cpus, quiet=True)  # a line per trial instead of Ray's progress output
+    summary = tune.run_search(tcfg, cfg, C.to_dict(user, internal_keys=False))
+    print(f"best objective {summary['best_objective']:.4f} ({summary['finished']} of {summary['trials']} trials "
+          f"finished, {summary['stopped_early']} stopped early, {summary['failed']} failed)")
+    for key, value in summary["best"].items():
+        print(f"  {key} = {value}")
+    print(f"run it: inetseg pipeline --preset {args.preset} --config {summary['best_yaml']}")
+    return 0
 
 
 def add_models_args(sub: typing.Any) -> None:
@@ -205,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve_fake_flickr(args)
         if args.command == "models":
             return run_models(args)
+        if args.command == "tune":
+            return run_tune(args)
         return run_pipeline(args) if args.command == "pipeline" else run_stage(args)
     except (C.ConfigError, FileNotFoundError, DataSetError, MaskError) as e:
         print(f"inetseg {args.command}: error: {e}", file=sys.stderr)

@@ -58,8 +58,9 @@ def fold_of(ids, folds: int) -> np.ndarray:
 
 
 def split_tables(out: str) -> dict[str, str]:
-    """The split stage's two IMAGES tables under its out: what trains the first nets, what fine-tuning labels."""
-    return {"train": storage.join(out, "train"), "heldout": storage.join(out, "heldout")}
+    """The split stage's IMAGES tables under its out: what trains the first nets, what fine-tuning labels, and what
+    nothing trains on (val/, written when split.val_share > 0: what `inetseg tune` scores trials on)."""
+    return {name: storage.join(out, name) for name in ("train", "heldout", "val")}
 
 
 def filtered_images(cfg: Any) -> str:

@@ -44,9 +44,10 @@ def region_label(region: np.ndarray, label: int) -> np.ndarray:
     return np.where(region, np.uint8(label), np.uint8(0)).astype(np.uint8)
 
 
-def held_out(ids: list[str], share: float) -> np.ndarray:
+def held_out(ids: list[str], share: float, salt: str = "finetune") -> np.ndarray:
     """The images kept out of the classifier's and the first segmenter's training for fine-tuning: a
-    deterministic share by a salted id hash (independent of the classifier's validation slice and folds)."""
+    deterministic share by a salted id hash (independent of the classifier's validation slice and folds; another
+    salt draws another share, e.g. "val" for tuning's validation images)."""
     cut = int(share * 2**32)
-    return np.array([int.from_bytes(hashlib.blake2b(f"finetune:{i}".encode(), digest_size=4).digest(), "little")
+    return np.array([int.from_bytes(hashlib.blake2b(f"{salt}:{i}".encode(), digest_size=4).digest(), "little")
                      < cut for i in ids], dtype=bool)

@@ -8,6 +8,7 @@ named here as "module:function" and imported only when the stage runs: `inetseg 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ class Stage:
         return importlib.import_module(self.run.split(":")[0])
 
 
+def _split_table(name: str, cfg: Any) -> str:
+    return filtering.split_tables(cfg.out)[name]
+
+
 def scored(run: Any) -> bool:
     """The run has labelled test images (a test folder, or the synthetic corpus's)."""
     return bool(run.test) or run.source == "synth"
@@ -118,12 +123,12 @@ STAGES: tuple[Stage, ...] = (
           products={"images": filtering.filtered_images}, metrics=_filter_metrics,
           counts=lambda m: {"filtered": m["kept"]}),
     Stage("split", C.SplitConfig, "inetseg.stages.split:run", folder="split",
-          help="cut the filtered images in two by id hash: train/ and the share online fine-tuning keeps back "
-               "(images= out= share=)", required=(("images", "out"),),
+          help="cut the filtered images by id hash: train/, the share online fine-tuning keeps back and a "
+               "validation share nothing trains on (images= out= share= val_share=)", required=(("images", "out"),),
           inputs={"images": In(("filter.images", "ingest"))},
-          products={"train": lambda c: filtering.split_tables(c.out)["train"],
-                    "heldout": lambda c: filtering.split_tables(c.out)["heldout"]},
-          enabled=lambda run: run.finetune.enabled, counts=lambda m: {"held_out": m["heldout"]}),
+          products={name: functools.partial(_split_table, name) for name in ("train", "heldout", "val")},
+          enabled=lambda run: run.finetune.enabled or run.split.val_share > 0,
+          counts=lambda m: {k: m[n] for n, k in (("heldout", "held_out"), ("val", "validation")) if n in m}),
     Stage("classifier", C.ClassifierConfig, "inetseg.stages.classifier:run", folder="classifier",
           help="train GoogLeNet (weights=None) with Ray Train on image shards (images=DIR out=DIR)",
           required=(("images", "out"),), inputs={"images": In(("split.train", "filter.images", "ingest"))},

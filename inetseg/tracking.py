@@ -16,8 +16,7 @@ from inetseg import storage
 
 log = logging.getLogger("inetseg")
 
-_MAX_PARAM = 6000  # MLflow's limit on a param value's length
-_BATCH = 100       # params per log_batch call that MLflow accepts
+_MAX_PARAM, _BATCH = 6000, 100  # MLflow's limits: a param value's length, params per log_batch call
 MODEL_FILES = "extra_files"  # where log_model puts a net's model.pt + meta.json inside its MLflow model
 CHAMPION = "champion"  # the alias `inetseg segment model=models:/NAME@champion` reads
 
@@ -149,10 +148,14 @@ class Tracker:
         """MLFLOW_TRACKING_URI when set, else a SQLite file in the run's output folder."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath(out_dir_local)}/mlflow.db"
 
-    def start_parent(self, run_name: str, params: dict, tags: dict | None = None) -> str:
-        """Open the parent run with the resolved config as params; returns its id."""
+    def start_parent(self, run_name: str, params: dict, tags: dict | None = None, run_id: str = "") -> str:
+        """Open the parent run with the resolved config as params (or carry on with run `run_id`: a resumed
+        search); returns its id."""
         if not self.enabled:
             return ""
+        if run_id:
+            self.parent = _Run(self.client, run_id)
+            return run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})
         self.parent = _Run(self.client, run.info.run_id)
         self.parent.log_params(params)

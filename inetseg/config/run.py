@@ -13,6 +13,8 @@ def check_run(self: Any, p: str = "") -> None:
     check(not (self.evaluate.pred or self.evaluate.gt),
           f"{p}evaluate.pred / evaluate.gt score mask files with `inetseg evaluate`; the pipeline scores its own "
           "predictions (give test=DIR instead)")
+    check(not self.finetune.enabled or self.split.share > 0,
+          f"{p}finetune.enabled needs split.share > 0 (the held-out images it labels)")
     check(not self.classifier_from_filter or (self.filter.rounds > 0 and self.filter.mode == "paper"),
           f"{p}classifier_from_filter needs filter.rounds > 0 and filter.mode=paper (one model per round)")
 

@@ -171,15 +171,19 @@ class SegmenterConfig:
 
 @dataclass
 class SplitConfig:
-    """The filtered images cut in two by a hash of their id: the share online fine-tuning keeps back, and the
-    rest that the classifier, attention and the first segmenter train on (the paper: 20k of 680k)."""
+    """The filtered images cut by a hash of their id: the share online fine-tuning keeps back (the paper: 20k of
+    680k), optionally a validation share nothing trains on (tuning), and the rest that the classifier, attention
+    and the first segmenter train on."""
 
     images: str = ""  # the filtered image shards
     out: str = ""  # train/ and heldout/ image tables; default: <pipeline out>/split
-    share: float = 0.03  # of the filtered images kept back for fine-tuning
+    share: float = 0.03  # of the filtered images kept back for fine-tuning (0 = none: fine-tuning off)
+    # of the filtered images kept out of every training, for `inetseg tune`'s label-free objective (val/); 0 = none
+    val_share: float = 0.0
 
     def validate(self, p: str = "") -> None:
-        check(0 < self.share < 0.5, f"{p}share must be in (0, 0.5)")
+        check(0 <= self.share < 0.5, f"{p}share must be in [0, 0.5)")
+        check(0 <= self.val_share < 0.5, f"{p}val_share must be in [0, 0.5)")
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Split stage: the filtered images cut in two by a hash of their id, train/ and heldout/ (online fine-tuning
-labels the held-out share with the first segmenter, which never saw it)."""
+"""Split stage: the filtered images cut by a hash of their id into train/, heldout/ (online fine-tuning labels the
+held-out share with the first segmenter, which never saw it) and, with val_share > 0, val/ (nothing trains on it:
+`inetseg tune` scores its trials there)."""
 from __future__ import annotations
 
 import time
@@ -13,18 +14,22 @@ from inetseg.stages.common import declared_fingerprint, filter_ids, read_stage, 
 
 
 def run(cfg: C.SplitConfig, resume: bool = True) -> dict:
-    """Write the usable rows of cfg.images into out/train and out/heldout (IMAGES tables with their own markers)."""
+    """Write the usable rows of cfg.images into out/train, out/heldout and out/val (IMAGES tables with their own
+    markers; heldout/ and val/ only when their share is > 0). An image in both hash shares goes to val/."""
     shards.require(cfg.images, "filtered image shards")
     fp = declared_fingerprint("split", cfg)
 
     def body() -> dict:
         t0 = time.time()
         ids = usable_ids(cfg.images)
-        held = finetune.held_out(ids, cfg.share)
+        val = finetune.held_out(ids, cfg.val_share, salt="val")
+        held = finetune.held_out(ids, cfg.share) & ~val
         classes = list(shards.read_marker(cfg.images)["classes"])
         counts = {}
         tables = filtering.split_tables(cfg.out)
-        for name, keep in (("train", ~held), ("heldout", held)):
+        parts = [("train", ~held & ~val)] + [(n, k) for n, k, share in (("heldout", held, cfg.share),
+                                                                          ("val", val, cfg.val_share)) if share > 0]
+        for name, keep in parts:
             path = tables[name]
             chosen = pa.array([i for i, k in zip(ids, keep) if k], pa.string())
             shards.prepare(path)

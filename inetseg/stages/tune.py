@@ -1,0 +1,242 @@
+"""Tune stage: a Ray Tune search over pipeline keys (Optuna's TPE + ASHA by default). The stages before the first
+tuned key run once, on the driver; each trial runs the rest in folders shared by trials that agree so far
+(tune_trial.py); the objective is label-free (tuning.evidence_score) unless a labelled validation folder is given.
+Each trial is a nested MLflow run; the best values go to <out>/best.yaml, a --config for jobs/full_pipeline.py."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from typing import Any
+
+from ray import tune
+
+from inetseg import config as C
+from inetseg import pipeline, registry, storage, tuning
+from inetseg.config.tuning import TuneConfig
+from inetseg.stages import tune_trial as T
+from inetseg.tracking import CHAMPION, Tracker, promote
+
+log = logging.getLogger("inetseg")
+EXPERIMENT = "search"  # Ray Tune's experiment folder under the tune out
+
+
+def distributions(space: dict[str, tuple[str, list]]) -> dict[str, Any]:
+    """Ray Tune's search space for the checked space."""
+    make = {"uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(a[0], a[1] + 1), "choice": lambda a: tune.choice(a)}
+    return {key: make[kind](args) for key, (kind, args) in space.items()}
+
+
+def defaults_inside(space: dict[str, tuple[str, list]], cfg: Any) -> list[dict]:
+    """The run's own values as the first point to evaluate, when each lies in its range (the default is then a
+    trial like any other, and the search can only report a setting it scored above it)."""
+    point = {}
+    for key, (kind, args) in space.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        inside = value in args if kind == "choice" else args[0] <= value <= args[1]
+        if not inside:
+            return []
+        point[key] = value
+    return [point]
+
+
+def prepare(tcfg: TuneConfig, cfg: Any) -> tuple[Any, dict[str, tuple[str, list]]]:
+    """The tuned run's config (its own stages from split on under the tune out, the validation share kept out)
+    and the space, without keys of stages the run lacks (warned)."""
+    cfg = copy.deepcopy(cfg)
+    if tcfg.objective == "label_free":
+        cfg.split.val_share = cfg.split.val_share or tcfg.val_share
+        if not cfg.finetune.enabled:
+            cfg.split.share = 0.0  # no fine-tuning: hold back nothing for it
+    order = [s.name for s in registry.stages_of(cfg)]
+    space = tuning.check_space(tcfg.space, cfg)
+    for key in list(space):
+        head = key.split(".")[0]
+        if head in {s.name for s in registry.REGISTRY.pipeline} - set(order) or (head == "crf" and not cfg.crf.enabled):
+            log.warning("tune: %s left out of the search: the run has no %s stage", key, head)
+            del space[key]
+    if not space:
+        raise C.ConfigError("tune: no key of the space acts in this run (see the warnings above)")
+    # Everything from the split on is the tuned run's own: a plain run's classifier in the same out trained on
+    # the validation images too, and must stay as it was.
+    names = [s.name for s in registry.REGISTRY.pipeline]
+    return T.relocate(cfg, set(names[names.index("split"):]), lambda s: storage.join(tcfg.out, "base", s.folder)), space
+
+
+def shared(cfg: Any, first: str) -> list[str]:
+    """Run (or reuse) every stage before `first` except the test-set ones; returns the run's classes."""
+    if cfg.source != "synth":
+        pipeline.check_sources(cfg)
+    classes: list[str] = []
+    for stage in registry.stages_of(cfg):
+        if stage.name == first:
+            break
+        if stage.name not in T.SCORING:
+            meta = pipeline.run_one(cfg, stage, classes)
+            classes = classes or list(meta.get("classes") or [])
+    return classes
+
+
+class TrialLog(tune.Callback):
+    """Each trial as one line on the console and a nested MLflow run (its values, every report as a step)."""
+
+    def __init__(self, tracker: Tracker):
+        self.tracker, self.reports = tracker, {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.reports.setdefault(trial.trial_id, []).append({k: result[k] for k in ("objective", "stage", "valid")
+                                                            if k in result})
+        log.info("tune: trial %s %s objective %.4f  %s", trial.trial_id, result.get("stage", ""),
+                 result["objective"], _values(trial.config))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._log(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("tune: trial %s failed (%s): counted, the search goes on", trial.trial_id, trial.error_file)
+        self._log(trial, "FAILED")
+
+    def _log(self, trial: Any, status: str) -> None:
+        with self.tracker.stage(f"trial {trial.trial_id}", {**trial.config, "status": status}) as st:
+            for step, rep in enumerate(self.reports.pop(trial.trial_id, [])):
+                st.log_metrics({"objective": rep["objective"]}, step=step)
+
+
+def _values(config: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
+
+
+def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracker) -> tune.Tuner:
+    """A new Tuner, or the killed search in <out>/search restored (finished trials are kept, not re-run)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    # A trial only orchestrates: its stages' Ray Data / Train tasks reserve their own CPUs. Even 0.01 CPU held by
+    # the trial leaves a 2-CPU machine 0.99 free beside a 1-CPU actor, and a 1-CPU read task waits forever; a
+    # placement group needs some resource, so the trial holds 1 MiB of memory.
+    trainable = tune.with_resources(tune.with_parameters(T.trial, plan=plan), {"cpu": 0, "memory": 2**20})
+    path = storage.join(tcfg.out, EXPERIMENT)
+    # Ray Tune saves the search's state every 10 s or more: a trial finished just before a kill would run again.
+    # Trials take minutes and the state is small, so save it every 2 s.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    if tcfg.resume and tune.Tuner.can_restore(path):
+        log.info("tune: resuming the search in %s (finished trials are kept)", path)
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    points = defaults_inside(space, cfg)
+    if tcfg.search == "optuna":
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # OptunaSearch hands Optuna every report as a step; a trial ASHA resumes repeats none, yet Optuna warns.
+        warnings.filterwarnings("ignore", message="The reported value is ignored", category=UserWarning)
+        searcher: Any = ConcurrencyLimiter(OptunaSearch(points_to_evaluate=points, seed=tcfg.seed),
+                                           max_concurrent=tcfg.max_concurrent)
+    else:
+        searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=tcfg.max_concurrent,
+                                         random_state=tcfg.seed)
+    scheduler = (ASHAScheduler(max_t=plan.reports, grace_period=1, reduction_factor=2)
+                 if tcfg.scheduler == "asha" and plan.reports > 1 else FIFOScheduler())
+    return tune.Tuner(
+        trainable, param_space=distributions(space),
+        tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=searcher, scheduler=scheduler,
+                                    num_samples=tcfg.num_samples, max_concurrent_trials=tcfg.max_concurrent),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage.absolute(tcfg.out), verbose=0,
+                                  callbacks=[TrialLog(tracker)], failure_config=tune.FailureConfig(max_failures=1)))
+
+
+def trials_table(grid: Any) -> list[dict]:
+    """Every trial: its values, last objective, how many reports, whether ASHA stopped it, its final model."""
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        rows.append({"trial": m.get("trial_id", ""), "config": r.config, "objective": m.get("objective"),
+                     "reports": m.get("training_iteration", 0), "finished": m.get("stage") == "final",
+                     "valid": bool(m.get("valid", 0)), "model": m.get("model", ""),
+                     "error": str(r.error) if r.error else "",
+                     **{k: m[k] for k in ("p_in", "p_out", "area", "val_images", "val_miou") if k in m}})
+    return rows
+
+
+def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
+    """The whole search: prepare, shared stages, Tuner (or restore), best.yaml, trials.json, MLflow; returns the
+    summary (best values and objective, the trials)."""
+    t0 = time.time()
+    storage.makedirs(tcfg.out)
+    cfg, space = prepare(tcfg, cfg)
+    order = [s.name for s in registry.stages_of(cfg)]
+    first = tuning.first_stage(list(space), order)
+    tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(tcfg.out), cfg.experiment)
+    parent_file = storage.join(tcfg.out, "mlflow_parent.json")  # a resumed search keeps its parent run
+    resumed = (json.loads(storage.read_text(parent_file))["run_id"]
+               if tcfg.resume and storage.exists(parent_file) else "")
+    run_id = tracker.start_parent(cfg.run_name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  {**C.flatten({"tune": C.to_dict(tcfg)}), "first_stage": first},
+                                  tags={"inetseg.kind": "tune"}, run_id=resumed)
+    storage.write_text(parent_file, json.dumps({"run_id": run_id}))
+    log.info("tune: %d trials over %s; shared stages up to %s", tcfg.num_samples, ", ".join(space), first)
+    classes = shared(cfg, first)
+    val_table = _val_table(tcfg, cfg, classes)
+    finetunes = "finetune" in order and order.index("finetune") >= order.index(first)
+    plan = T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
+                  objective=tcfg.objective, val_table=val_table, val_images=tcfg.val_images,
+                  reports=2 if finetunes else 1)
+    try:
+        grid = tuner(tcfg, plan, space, cfg, tracker).fit()
+        rows = trials_table(grid)
+        summary = finish(tcfg, cfg, user_config, rows, tracker)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    summary["seconds"] = round(time.time() - t0, 1)
+    storage.write_json(storage.join(tcfg.out, "summary.json"), summary)
+    return summary
+
+
+def _val_table(tcfg: TuneConfig, cfg: Any, classes: list[str]) -> str:
+    """label_free: the split's val/ table; val_miou: the validation folder as a test table (testset stage)."""
+    if tcfg.objective == "label_free":
+        return registry.get("split").products["val"](cfg.split)
+    vcfg = C.TestSetConfig(test=tcfg.val, out=storage.join(tcfg.out, "val_table"), classes=list(classes))
+    if storage.absolute(tcfg.val) == storage.absolute(cfg.test or "-"):
+        raise C.ConfigError("tune: val= is the run's test folder; tune on a validation folder, never the test split")
+    registry.get("testset").function()(vcfg, True)
+    return vcfg.out
+
+
+def finish(tcfg: TuneConfig, cfg: Any, user_config: dict, rows: list[dict], tracker: Tracker) -> dict:
+    """best.yaml (the best finished trial's values over the user's config), trials.json, the parent run's metrics;
+    with promote, the best segmenter registered and made @champion."""
+    done = [r for r in rows if r["finished"] and r["valid"] and r["objective"] is not None
+            and not math.isnan(r["objective"])]
+    if not done:
+        raise RuntimeError(f"tune: no trial finished (see {tcfg.out}/{EXPERIMENT} for their errors)")
+    best = max(done, key=lambda r: r["objective"])
+    storage.write_text(storage.join(tcfg.out, "best.yaml"), _yaml(tuning.best_config(user_config, best["config"])))
+    storage.write_json(storage.join(tcfg.out, "trials.json"), rows)
+    summary = {"best": best["config"], "best_objective": best["objective"], "best_model": best["model"],
+               "objective": tcfg.objective, "trials": len(rows), "finished": len(done),
+               "stopped_early": sum(1 for r in rows if r["valid"] and not r["finished"] and not r["error"]),
+               "failed": sum(1 for r in rows if r["error"]), "best_yaml": storage.join(tcfg.out, "best.yaml")}
+    tracker.log_metrics({"best_objective": best["objective"], "trials": len(rows), "finished": len(done)})
+    tracker.log_json("trials.json", rows)
+    tracker.log_text("best.yaml", storage.read_text(summary["best_yaml"]))
+    if tcfg.promote and cfg.registered_model:
+        summary["registered_model"] = tracker.register(cfg.registered_model, best["model"], None)
+        promote(tracker.uri, cfg.registered_model, summary["registered_model"].rsplit("/", 1)[1], CHAMPION)
+    tracker.end("FINISHED")
+    return summary
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return "# inetseg tune: the best trial's values over the tuned config\n" + yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,29 @@
+"""Ray Job entry point: a Ray Tune search over the pipeline's thresholds (`inetseg tune`).
+
+    python jobs/tune.py                                   # the demo, default space, 12 trials, label-free objective
+    ray job submit --working-dir . -- python jobs/tune.py --preset paper --config F.yaml --tune jobs/configs/tune.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Under `ray job submit --working-dir .` the package is in the working dir, not necessarily installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from inetseg.cli import TUNE_HELP, add_tune_args, main
+
+
+def parse(argv: list[str]) -> list[str]:
+    """Validate the job's own arguments (for --help), then hand them to `inetseg tune`."""
+    parser = argparse.ArgumentParser(prog="tune.py", description=TUNE_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="All keys: `inetseg tune --help`, `inetseg pipeline --help`.")
+    add_tune_args(parser)
+    parser.parse_args(argv)
+    return ["tune", *argv]
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse(sys.argv[1:])))
