@@ -166,37 +166,40 @@ def trials_table(grid: Any) -> list[dict]:
     return rows
 
 
-def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
-    """The whole search: prepare, shared stages, Tuner (or restore), best.yaml, trials.json, MLflow; returns the
-    summary (best values and objective, the trials)."""
-    t0 = time.time()
-    storage.makedirs(tcfg.out)
+def plan_search(tcfg: TuneConfig, cfg: Any) -> tuple[T.Plan, dict]:
+    """The tuned run's config with its shared stages run (or reused), the trials' plan and the checked space."""
     cfg, space = prepare(tcfg, cfg)
     order = [s.name for s in registry.stages_of(cfg)]
     first = tuning.first_stage(list(space), order)
+    log.info("tune: %d trials over %s; shared stages up to %s", tcfg.num_samples, ", ".join(space), first)
+    classes = shared(cfg, first)
+    finetunes = "finetune" in order and order.index("finetune") >= order.index(first)
+    return T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
+                  objective=tcfg.objective, val_table=_val_table(tcfg, cfg, classes), val_images=tcfg.val_images,
+                  reports=2 if finetunes else 1), space
+
+
+def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
+    """The whole search: shared stages, Tuner (or restore), best.yaml, trials.json, MLflow; returns the summary
+    (best values and objective, counts of trials)."""
+    t0 = time.time()
+    storage.makedirs(tcfg.out)
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(tcfg.out), cfg.experiment)
     parent_file = storage.join(tcfg.out, "mlflow_parent.json")  # a resumed search keeps its parent run
     resumed = (json.loads(storage.read_text(parent_file))["run_id"]
                if tcfg.resume and storage.exists(parent_file) else "")
     run_id = tracker.start_parent(cfg.run_name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  {**C.flatten({"tune": C.to_dict(tcfg)}), "first_stage": first},
-                                  tags={"inetseg.kind": "tune"}, run_id=resumed)
+                                  C.flatten({"tune": C.to_dict(tcfg)}), tags={"inetseg.kind": "tune"}, run_id=resumed)
     storage.write_text(parent_file, json.dumps({"run_id": run_id}))
-    log.info("tune: %d trials over %s; shared stages up to %s", tcfg.num_samples, ", ".join(space), first)
-    classes = shared(cfg, first)
-    val_table = _val_table(tcfg, cfg, classes)
-    finetunes = "finetune" in order and order.index("finetune") >= order.index(first)
-    plan = T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
-                  objective=tcfg.objective, val_table=val_table, val_images=tcfg.val_images,
-                  reports=2 if finetunes else 1)
     try:
-        grid = tuner(tcfg, plan, space, cfg, tracker).fit()
-        rows = trials_table(grid)
-        summary = finish(tcfg, cfg, user_config, rows, tracker)
+        plan, space = plan_search(tcfg, cfg)
+        grid = tuner(tcfg, plan, space, plan.base, tracker).fit()
+        summary = finish(tcfg, plan.base, user_config, trials_table(grid), tracker)
     except BaseException:
         tracker.end("FAILED")
         raise
     summary["seconds"] = round(time.time() - t0, 1)
+    summary["mlflow_uri"] = tracker.uri
     storage.write_json(storage.join(tcfg.out, "summary.json"), summary)
     return summary
 

@@ -1,0 +1,123 @@
+"""Does the label-free objective track quality? A real `inetseg tune` search, each trial scored afterwards.
+
+    python jobs/bench/tune.py --out jobs/bench/results/tune-demo.json                  # synthetic corpus (demo)
+    python jobs/bench/tune.py --out F.json --source ../shared/data/real-dev --run runs/tune-real   # real photos
+
+Runs the search as `inetseg tune` does (every trial to the end: the FIFO scheduler, so each has a final
+objective), then, after the search and only here, scores every trial's true quality: `pseudo_miou` (its pseudo
+labels against the synthetic corpus's hidden truth, or against the masked training photos with --source) and
+`test_miou` (its final segmenter, with the CRF when the run has it, on the test split). Reports `spearman` (rank
+correlation of the objective with test_miou over the trials), `spearman_pseudo` (with pseudo_miou), and two
+full pipeline runs on the test split: `default_test_miou` (the preset as it is) and `best_test_miou` (the label-free
+best config, <run>/tune/best.yaml). --source is split as jobs/bench/real.py splits it (--test-fraction of each
+tag's masked photos held out, by file-name hash).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from inetseg import audit, pipeline, registry, storage, tuning
+from inetseg import config as C
+from inetseg.config.tuning import TuneConfig
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tune.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--source", default="", help="a labelled photo folder: images/<tag>/, masks/, classes.json")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="--source: share of masked photos held out")
+    p.add_argument("--run", default="", help="run root (default: runs/tune-bench, or runs/tune-bench-real)")
+    p.add_argument("--preset", default="", help="pipeline preset (default: demo, or real with --source)")
+    p.add_argument("--config", help="YAML merged over the preset")
+    p.add_argument("--tune", dest="tune_file", help="YAML with tune keys (space:, ...); default: the default space")
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument("--no-full-runs", action="store_true", help="skip the two full pipeline runs (a smoke test)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline keys, e.g. segmenter.epochs=4")
+    return p.parse_args(argv)
+
+
+def trial_quality(plan, trial: dict, truth: dict, test_table: str, root: str) -> dict:
+    """The trial's pseudo-label mIoU (measured against `truth`) and its final segmenter's test mIoU."""
+    from inetseg.stages import tune_trial as T
+
+    cfg = T.trial_config(trial["config"], plan)
+    pseudo = audit.pseudo_label_quality(cfg.attention.out, truth, plan.classes)
+    scoring = dataclasses.replace(plan, val_table=test_table, root=root)
+    return {"pseudo_miou": pseudo["miou"], "pseudo_precision": pseudo["precision"],
+            "test_miou": T.val_miou(cfg, scoring, cfg.predict.model)["val_miou"]}
+
+
+def full_run(preset: str, config: str | None, overrides: list[str]) -> float:
+    """A whole pipeline run's test mIoU (with the CRF when the config has it)."""
+    return pipeline.run(pipeline.load_config(preset, config, overrides))["miou"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from inetseg.stages import tune
+    from inetseg.stages.common import ensure_ray
+
+    t0 = time.time()
+    args.preset = args.preset or ("real" if args.source else "demo")
+    run = storage.absolute(args.run or ("runs/tune-bench-real" if args.source else "runs/tune-bench"))
+    overrides, truth = [*args.overrides, f"out={run}"], None
+    if args.source:
+        from jobs.ablation import source_split
+
+        extra, truth = source_split(args, run)
+        overrides += extra
+    user = C.to_dict(pipeline.load_config(args.preset, args.config, overrides, resolve=False), internal_keys=False)
+    cfg = pipeline.load_config(args.preset, args.config, overrides)
+    tcfg = C.load(TuneConfig, args.tune_file, [f"num_samples={args.trials}", f"seed={args.seed}", "scheduler=fifo",
+                                               "promote=false"])
+    tcfg.out = storage.join(run, "tune")
+    ensure_ray(cfg.ray_address, cfg.num_cpus, quiet=True)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    summary = tune.run_search(tcfg, cfg, user)
+    plan, _ = tune.plan_search(tcfg, cfg)  # every stage reused: the plan the trials ran with
+    truth = truth if truth is not None else audit.load_truth(cfg.synth.out)
+    test_cfg = copy.deepcopy(plan.base)
+    pipeline.run_one(test_cfg, registry.get("testset"), plan.classes)  # the test split as a table, for scoring
+    trials = json.loads(storage.read_text(storage.join(tcfg.out, "trials.json")))
+    for t in trials:
+        if t["finished"] and t["valid"]:
+            t.update(trial_quality(plan, t, truth, test_cfg.testset.out, storage.join(tcfg.out, "test_scores")))
+            print(f"trial {t['trial']}  objective {t['objective']:+.4f}  pseudo mIoU {100 * t['pseudo_miou']:5.1f}"
+                  f"  test mIoU {100 * t['test_miou']:5.1f}", flush=True)
+    scored = [t for t in trials if "test_miou" in t]
+    result = {
+        "corpus": f"photos from {args.source}" if args.source else "synthetic corpus", "preset": args.preset,
+        "run": run, "overrides": args.overrides, "tune": C.to_dict(tcfg), "trials": trials,
+        "spearman": tuning.spearman([t["objective"] for t in scored], [t["test_miou"] for t in scored]),
+        "spearman_pseudo": tuning.spearman([t["objective"] for t in scored], [t["pseudo_miou"] for t in scored]),
+        "best": summary["best"], "best_objective": summary["best_objective"], "mlflow_uri": summary["mlflow_uri"],
+        "search_seconds": summary["seconds"]}
+    storage.write_json(args.out, result)  # kept if the full runs are stopped
+    if not args.no_full_runs:
+        result["default_test_miou"] = full_run(args.preset, args.config, overrides)
+        result["best_test_miou"] = full_run(args.preset, summary["best_yaml"], overrides)
+    result["seconds"] = round(time.time() - t0, 1)
+    storage.write_json(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("trials", "tune")}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, C.ConfigError) as e:
+        print(f"tune.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
