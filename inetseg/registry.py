@@ -8,7 +8,6 @@ named here as "module:function" and imported only when the stage runs: `inetseg 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,10 +90,6 @@ class Stage:
         return importlib.import_module(self.run.split(":")[0])
 
 
-def _split_table(name: str, cfg: Any) -> str:
-    return filtering.split_tables(cfg.out)[name]
-
-
 def scored(run: Any) -> bool:
     """The run has labelled test images (a test folder, or the synthetic corpus's)."""
     return bool(run.test) or run.source == "synth"
@@ -126,7 +121,9 @@ STAGES: tuple[Stage, ...] = (
           help="cut the filtered images by id hash: train/, the share online fine-tuning keeps back and a "
                "validation share nothing trains on (images= out= share= val_share=)", required=(("images", "out"),),
           inputs={"images": In(("filter.images", "ingest"))},
-          products={name: functools.partial(_split_table, name) for name in ("train", "heldout", "val")},
+          products={"train": lambda c: filtering.split_tables(c.out)["train"],
+                    "heldout": lambda c: filtering.split_tables(c.out)["heldout"],
+                    "val": lambda c: filtering.split_tables(c.out)["val"]},
           enabled=lambda run: run.finetune.enabled or run.split.val_share > 0,
           counts=lambda m: {k: m[n] for n, k in (("heldout", "held_out"), ("val", "validation")) if n in m}),
     Stage("classifier", C.ClassifierConfig, "inetseg.stages.classifier:run", folder="classifier",

@@ -149,17 +149,14 @@ class Tracker:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath(out_dir_local)}/mlflow.db"
 
     def start_parent(self, run_name: str, params: dict, tags: dict | None = None, run_id: str = "") -> str:
-        """Open the parent run with the resolved config as params (or carry on with run `run_id`: a resumed
-        search); returns its id."""
+        """Open the parent run with the resolved config as params, or carry on with run `run_id`; returns its id."""
         if not self.enabled:
             return ""
-        if run_id:
-            self.parent = _Run(self.client, run_id)
-            return run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {})
-        self.parent = _Run(self.client, run.info.run_id)
-        self.parent.log_params(params)
-        return run.info.run_id
+        if not run_id:
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+            _Run(self.client, run_id).log_params(params)
+        self.parent = _Run(self.client, run_id)
+        return run_id
 
     @contextlib.contextmanager
     def stage(self, name: str, params: dict | None = None) -> Iterator[_Run]:

@@ -1,6 +1,6 @@
 """Tune stage: a Ray Tune search over pipeline keys (Optuna's TPE + ASHA by default). The stages before the first
 tuned key run once, on the driver; each trial runs the rest in folders shared by trials that agree so far
-(tune_trial.py); the objective is label-free (tuning.evidence_score) unless a labelled validation folder is given.
+(train/tune_trial.py); the objective is label-free (tuning.evidence_score) unless a labelled folder is given.
 Each trial is a nested MLflow run; the best values go to <out>/best.yaml, a --config for jobs/full_pipeline.py."""
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from ray import tune
 from inetseg import config as C
 from inetseg import pipeline, registry, storage, tuning
 from inetseg.config.tuning import TuneConfig
-from inetseg.stages import tune_trial as T
 from inetseg.tracking import CHAMPION, Tracker, promote
+from inetseg.train import tune_trial as T
 
 log = logging.getLogger("inetseg")
 EXPERIMENT = "search"  # Ray Tune's experiment folder under the tune out

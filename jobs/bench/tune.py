@@ -50,7 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def trial_quality(plan, trial: dict, truth: dict, test_table: str, root: str) -> dict:
     """The trial's pseudo-label mIoU (measured against `truth`) and its final segmenter's test mIoU."""
-    from inetseg.stages import tune_trial as T
+    from inetseg.train import tune_trial as T
 
     cfg = T.trial_config(trial["config"], plan)
     pseudo = audit.pseudo_label_quality(cfg.attention.out, truth, plan.classes)

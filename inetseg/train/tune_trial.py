@@ -22,7 +22,7 @@ from inetseg import crf as dense
 from inetseg import finetune, imaging, pipeline, registry, shards, storage, tuning
 from inetseg.inference import predict_probs
 from inetseg.models.io import load_model
-from inetseg.stages import common
+from inetseg.stages.common import actor_device, actor_pool, filter_ids, usable_images
 from inetseg.train.data import augment_images, to_input
 
 log = logging.getLogger("inetseg")
@@ -52,7 +52,7 @@ class Evidence:
     classifier's P(tag) of the region and of the rest -> the terms of tuning.evidence_score."""
 
     def __init__(self, segmenter_dir: str, classifier_dir: str, crf: C.CRFParams | None, compute: C.ComputeConfig):
-        self.device = common.actor_device(compute)
+        self.device = actor_device(compute)
         self.segmenter, smeta = load_model(segmenter_dir, self.device, "segmenter")
         self.classifier, cmeta = load_model(classifier_dir, self.device, "classifier")
         self.input_size, self.classifier_input_size = int(smeta["input_size"]), int(cmeta["input_size"])
@@ -79,15 +79,15 @@ class Evidence:
 def label_free(cfg: Any, plan: Plan, model: str) -> dict:
     """tuning.evidence_score of `model` on (a fixed hash subset of at most val_images of) the validation images."""
     ids = shards.read_table(plan.val_table, columns=["id"]).column("id").to_pylist()
-    ds = common.usable_images(plan.val_table, "validation images", ["id", "label", "image"])
+    ds = usable_images(plan.val_table, "validation images", ["id", "label", "image"])
     if len(ids) > plan.val_images:  # the same subset for every trial: a salted id hash, as the split draws
         chosen = [i for i, k in zip(ids, finetune.held_out(ids, plan.val_images / len(ids), salt="tune")) if k]
-        ds = ds.map_batches(common.filter_ids, batch_format="pyarrow",
+        ds = ds.map_batches(filter_ids, batch_format="pyarrow",
                             fn_kwargs={"ids": pa.array(chosen, pa.string()), "keep": True})
     crf = C.subset(C.CRFParams, cfg.crf) if cfg.crf.enabled else None
     terms = ds.map_batches(Evidence, batch_format="numpy", fn_constructor_kwargs={
         "segmenter_dir": model, "classifier_dir": cfg.classifier.out, "crf": crf,
-        "compute": cfg.predict.compute}, **common.actor_pool(cfg.predict.compute)).to_pandas()
+        "compute": cfg.predict.compute}, **actor_pool(cfg.predict.compute)).to_pandas()
     return {"objective": tuning.evidence_score(terms["p_in"], terms["p_out"], terms["area"]),
             "p_in": float(terms["p_in"].mean()), "p_out": float(terms["p_out"].mean()),
             "area": float(terms["area"].mean()), "val_images": len(terms)}
