@@ -31,24 +31,52 @@ class FetchPolicy:
     max_redirects: int = 3
 
 
-def check_host(url: str, allow_private: bool) -> None:
-    """Refuse URLs whose host resolves to a private, loopback, link-local or metadata address (SSRF)."""
+def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+            or ip.is_unspecified or str(ip) in _METADATA_HOSTS)
+
+
+def check_host(url: str, allow_private: bool) -> str:
+    """The address to connect to for `url`: its host resolved once, every answer vetted against private, loopback,
+    link-local and metadata addresses (SSRF) unless allow_private. The caller connects to exactly this address
+    (pinned_url): resolving the name again could answer differently (DNS rebinding)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ImageError("bad_url", url[:200])
-    if allow_private:
-        return
-    if parts.hostname in _METADATA_HOSTS:
+    if not allow_private and parts.hostname in _METADATA_HOSTS:
         raise ImageError("blocked_host", parts.hostname)
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
     except socket.gaierror as e:
         raise ImageError("dns_error", f"{parts.hostname}: {e}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified or str(ip) in _METADATA_HOSTS):
+    ips = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not ips:
+        raise ImageError("dns_error", f"{parts.hostname}: no address")
+    for ip in ips if not allow_private else []:
+        if _blocked(ip):
             raise ImageError("blocked_host", f"{parts.hostname} -> {ip}")
+    return str(ips[0])
+
+
+def pinned_url(url: str, ip: str) -> tuple[str, dict[str, str]]:
+    """`url` with its host replaced by the vetted address, and the Host header that keeps the name."""
+    parts = urllib.parse.urlsplit(url)
+    host = f"[{ip}]" if ":" in ip else ip
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    name = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), {"Host": name}
+
+
+class PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Requests to a pinned URL (the vetted IP) whose TLS still checks the name: SNI and the certificate's host
+    are the Host header's name, not the address."""
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[no-untyped-def]
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        name = urllib.parse.urlsplit("//" + request.headers.get("Host", "")).hostname
+        if host_params.get("scheme") == "https" and name:
+            pool_kwargs.update(server_hostname=name, assert_hostname=name)
+        return host_params, pool_kwargs
 
 
 class Fetcher:
@@ -57,7 +85,7 @@ class Fetcher:
     def __init__(self, policy: FetchPolicy):
         self.policy = policy
         self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=policy.threads)
+        adapter = PinnedAdapter(pool_connections=32, pool_maxsize=policy.threads)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.host_slots: dict[str, threading.Semaphore] = {}
@@ -69,11 +97,13 @@ class Fetcher:
             return self.host_slots.setdefault(host, threading.Semaphore(self.policy.per_host))
 
     def _get_once(self, url: str) -> bytes:
-        """One GET, following redirects by hand so every hop passes the SSRF guard."""
+        """One GET, following redirects by hand so every hop passes the SSRF guard and connects to the address
+        the guard vetted."""
         p = self.policy
         for _ in range(p.max_redirects + 1):
-            check_host(url, p.allow_private_hosts)
-            with self._slot(url), self.session.get(url, timeout=p.timeout, stream=True, allow_redirects=False) as r:
+            target, headers = pinned_url(url, check_host(url, p.allow_private_hosts))
+            with self._slot(url), self.session.get(target, headers=headers, timeout=p.timeout, stream=True,
+                                                   allow_redirects=False) as r:
                 if r.is_redirect:
                     url = urllib.parse.urljoin(url, r.headers.get("Location", ""))
                     continue

@@ -41,6 +41,44 @@ def test_ssrf_guard(url, reason):
         download.check_host(url, allow_private=True)  # the test servers' escape hatch
 
 
+def test_a_dns_answer_that_changes_after_the_check_cannot_redirect_the_download(corpus, monkeypatch):
+    """DNS rebinding: the name answers a public address to the guard, then the loopback server. The download must
+    connect to the address the guard vetted (and fail: there is no route out), never resolve the name again."""
+    import socket
+    import urllib.parse
+
+    with FakeFlickr(str(corpus)) as fake:
+        url = fake.search({"tags": TAGS[0], "per_page": "1"})["photos"]["photo"][0]["url_m"]
+        port = urllib.parse.urlsplit(url).port
+        real, answers = socket.getaddrinfo, []
+
+        def rebinding(host, *args, **kwargs):
+            if host != "rebind.example":
+                return real(host, *args, **kwargs)
+            answers.append("8.8.8.8" if not answers else "127.0.0.1")
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answers[-1], port))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+        evil = url.replace("127.0.0.1", "rebind.example")
+        got = download.Fetcher(download.FetchPolicy(retries=0, timeout=2)).get_many([evil])[0]
+        assert isinstance(got, ImageError) and got.reason in ("network_error", "timeout"), got
+        assert answers == ["8.8.8.8"]  # resolved once, by the guard; the loopback answer was never asked for
+        # the same server through its own address is reachable with the test flag: the failure above is the pin
+        assert download.Fetcher(download.FetchPolicy(allow_private_hosts=True)).get_many([url])[0][:3] == \
+            b"\xff\xd8\xff"
+
+
+def test_a_pinned_https_request_keeps_the_name_for_sni_and_the_certificate():
+    import requests
+
+    req = requests.Request("GET", "https://93.184.216.34/a.jpg", headers={"Host": "images.example:8443"}).prepare()
+    host_params, pool_kwargs = download.PinnedAdapter().build_connection_pool_key_attributes(req, True)
+    assert host_params["host"] == "93.184.216.34"
+    assert pool_kwargs["server_hostname"] == pool_kwargs["assert_hostname"] == "images.example"
+    assert download.pinned_url("https://images.example:8443/a.jpg?x=1", "2001:db8::1") == \
+        ("https://[2001:db8::1]:8443/a.jpg?x=1", {"Host": "images.example:8443"})
+
+
 def test_fetch_checks_type_magic_and_size(corpus):
     faults = Faults(wrong_type_rate=1.0)
     with FakeFlickr(str(corpus), faults=faults) as fake:
