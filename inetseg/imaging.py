@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import numpy as np
+# OpenCV's own refusal to allocate for a header's pixel count, read once per process at its first decode (all
+# decoding goes through this module): a backstop behind decode_rgb's checks for formats whose ratio of pixels to
+# bytes has no useful bound (TIFF's fax coding, lossless WebP). OpenCV's default is 2**30.
+HARD_MAX_PIXELS = 2**28
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(HARD_MAX_PIXELS))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 # Magic bytes of the formats we accept; anything else is 'not_an_image' before we try to decode.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"RIFF",
@@ -32,6 +39,9 @@ class ImageLimits:
     min_side: int = 32  # smaller images are 'too_small'
     max_aspect: float = 4.0  # more elongated ones are 'bad_aspect'
     max_pixels: int = 50_000_000  # decoded size limit: decompression bombs are 'too_many_pixels'
+
+
+_DEFLATE_MAX_RATIO = 1032  # the most raw bytes one compressed byte of a deflate stream can expand to
 
 
 def sniff(data: bytes) -> bool:
@@ -65,10 +75,18 @@ def decode_rgb(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
     # Check the declared size before decoding: a decompression bomb is small on disk, huge in RAM.
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageError("too_many_pixels", f"{size[0]}x{size[1]}")
+    # A header PIL cannot read (a PNG with a broken ancillary chunk, which libpng skips) tells no size: decode only
+    # a file too small to hold more than max_pixels at deflate's ~1032:1 ceiling; OpenCV's cap backs this up.
+    if size is None and len(data) * _DEFLATE_MAX_RATIO > 3 * max_pixels:
+        raise ImageError("unreadable_header", f"{len(data)} bytes of unknown pixel count")
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_COLOR applies EXIF orientation and converts grey/CMYK/palette to 3 channels;
     # ANYDEPTH keeps 16-bit so we can scale it rather than clip it.
-    img: Any = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # uint8, uint16 or float: numpy ops below
+    try:
+        img: Any = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # uint8, uint16 or float
+    except cv2.error as e:  # OpenCV's pixel cap (HARD_MAX_PIXELS) or a decoder that raises instead of failing
+        reason = "too_many_pixels" if "MAX_IMAGE_PIXELS" in str(e) else "undecodable"
+        raise ImageError(reason, str(e).strip().splitlines()[-1][:160]) from None
     if img is None:
         raise ImageError("undecodable", "decoder returned nothing")
     if img.dtype == np.uint16:

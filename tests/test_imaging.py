@@ -1,5 +1,6 @@
 """Decode / validate / resize / encode on small generated images, including hostile ones."""
 import io
+import os
 
 import numpy as np
 import pytest
@@ -78,3 +79,47 @@ def test_masks_roundtrip_exactly():
     assert np.array_equal(masks.decode_mask(imaging.encode_png(mask)), mask)
     small = imaging.resize_labels(mask, 10, 12)
     assert set(np.unique(small)) <= set(np.unique(mask))
+
+
+def _png_with_a_broken_text_chunk(width: int, height: int, body: bytes | None = None) -> bytes:
+    """A PNG that PIL refuses to open (a tEXt chunk with a bad CRC) while libpng skips the chunk and decodes it:
+    a real black image of width x height, or (body=b'') a header only (what OpenCV sizes its allocation by)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+        crc = zlib.crc32(kind + data) if crc is None else crc
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))  # 8-bit grey
+    if body is None:
+        body = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(height)), 9)
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"tEXt", b"k\x00v", crc=0) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_a_header_pil_cannot_read_is_no_way_past_the_pixel_limit():
+    bomb = _png_with_a_broken_text_chunk(3000, 3000)  # 9 M pixels in ~9 KB
+    with pytest.raises(Exception):
+        Image.open(io.BytesIO(bomb))  # the hole: no declared size to check before OpenCV decodes it all
+    with pytest.raises(imaging.ImageError) as e:
+        imaging.decode_rgb(bomb, max_pixels=1_000_000)
+    assert e.value.reason == "unreadable_header"
+    small = _png_with_a_broken_text_chunk(40, 30)  # too small to hide a bomb: decoded as before
+    assert imaging.decode_rgb(small, max_pixels=1_000_000).shape == (30, 40, 3)
+
+
+def test_opencv_refuses_to_allocate_past_the_hard_cap():
+    """A header declaring 900 M pixels with a tiny body passes the byte-size rule (max_pixels set high); OpenCV's
+    cap, set by imaging before any decode, refuses it before allocating 2.7 GB. In a fresh interpreter: OpenCV
+    reads the cap once per process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_imaging import _png_with_a_broken_text_chunk as f; "
+            "from inetseg import imaging\n"
+            "try:\n    imaging.decode_rgb(f(30000, 30000, body=b'x'), max_pixels=10**12)\n"
+            "except imaging.ImageError as e:\n    print(e.reason)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "too_many_pixels", out.stderr[-2000:]
