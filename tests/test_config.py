@@ -94,3 +94,19 @@ def test_a_partial_nested_section_keeps_the_fields_own_defaults():
 
     cfg = C.load(SegmentConfig, None, ["compute.num_actors=2"])
     assert cfg.compute.num_actors == 2 and cfg.compute.inference_batch_size == 4  # SegmentConfig's, not 32
+
+
+@pytest.mark.parametrize("cls, key", [(C.CrawlConfig, "tags"), (C.IngestConfig, "classes")])
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "..", "a\\b", "~root"])
+def test_tags_and_classes_that_would_leave_their_folder_are_refused(cls, key, name):
+    with pytest.raises(C.ConfigError, match="is not a plain name"):
+        C.load(cls, None, [f"{key}=ok,{name}"])
+
+
+def test_a_traversing_tag_is_a_one_line_error_on_the_command_line(tmp_path, capsys):
+    from inetseg.cli import main
+
+    assert main(["crawl", f"out={tmp_path}", "tags=cat,../../etc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a plain name" in err[0]
+    assert not any(tmp_path.parent.parent.glob("etc*"))

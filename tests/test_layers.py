@@ -101,3 +101,14 @@ def test_the_checks_see_the_package() -> None:
     """Guards the guard: the scan finds the stage modules and sees their Ray imports."""
     assert "inetseg.stages.common" in MODULES and _third_party("inetseg.stages.common", "ray")
     assert _third_party("inetseg.tracking", "mlflow")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_torch_load_refuses_pickled_code(name: str) -> None:
+    """torch.load(weights_only=True) everywhere: a model file from a run folder, a bucket or MLflow may come from
+    anyone, and unpickling runs code."""
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+            flags = {k.arg: k.value for k in node.keywords}
+            assert "weights_only" in flags and ast.unparse(flags["weights_only"]) == "True", \
+                f"{name}: {ast.unparse(node)} must pass weights_only=True"

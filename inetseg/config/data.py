@@ -7,6 +7,14 @@ from typing import Literal
 from inetseg.config.core import check
 
 
+def check_names(names: list[str], key: str) -> None:
+    """Tags and classes become folder names (a crawl's per-tag folders, a source's sub-folders): refuse one that
+    would leave its folder (`..`, a path, an absolute path) or that no file system takes."""
+    for name in names:
+        check(bool(name.strip()) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+              and not name.startswith("~"), f"{key}: {name!r} is not a plain name (no '/', '\\', '..', '~')")
+
+
 @dataclass
 class SynthConfig:
     """The offline synthetic noisy 'web search' corpus."""
@@ -59,6 +67,7 @@ class CrawlConfig:
         check(1 <= self.per_page <= 500, f"{p}per_page must be in 1..500")
         check(self.calls_per_hour > 0, f"{p}calls_per_hour must be > 0")
         check(self.max_results_per_query >= self.per_page, f"{p}max_results_per_query must be >= per_page")
+        check_names(self.tags, f"{p}tags")
 
 
 @dataclass
@@ -91,6 +100,7 @@ class IngestConfig:
         check(1 <= self.jpeg_quality <= 100, f"{p}jpeg_quality must be in 1..100")
         check(self.rows_per_shard >= 1 and self.files_per_task >= 1, f"{p}rows_per_shard/files_per_task must be >= 1")
         check(-1 <= self.dedupe_max_distance <= 16, f"{p}dedupe_max_distance must be in -1..16")
+        check_names(self.classes, f"{p}classes")
 
 
 @dataclass

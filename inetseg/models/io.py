@@ -49,7 +49,7 @@ def load_model(model_dir: str, device: torch.device, kind: str = "") -> tuple[nn
     if kind and kind_of(meta) != kind:
         raise ValueError(f"{model_dir} holds a {kind_of(meta)}, not a {kind}")
     model = build(meta)
-    model.load_state_dict(torch.load(local_model_file(model_dir), map_location="cpu"))
+    model.load_state_dict(torch.load(local_model_file(model_dir), map_location="cpu", weights_only=True))
     return model.to(device).eval(), meta
 
 

@@ -122,7 +122,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = worker.start(config)
     model = build_classifier(config["num_classes"], config["width"])
     if config.get("init_from"):  # before DDP wraps it; a checkpoint resume below overrides these weights
-        model.load_state_dict(torch.load(local_model_file(config["init_from"]), map_location="cpu"))
+        model.load_state_dict(torch.load(local_model_file(config["init_from"]), map_location="cpu", weights_only=True))
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
                                 weight_decay=config["weight_decay"])

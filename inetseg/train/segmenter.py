@@ -50,11 +50,11 @@ def build_from_classifier(config: dict) -> Segmenter:
     (init_from), the whole net from a segmenter this run trained."""
     if config.get("init_from"):
         net = Segmenter(config["num_classes"], config["width"], tuple(config["aspp_rates"]))
-        net.load_state_dict(torch.load(local_model_file(config["init_from"]), map_location="cpu"))
+        net.load_state_dict(torch.load(local_model_file(config["init_from"]), map_location="cpu", weights_only=True))
         return net
     classifier = build_classifier(config["num_classes"], config["width"])
     if config.get("classifier_dir"):
-        classifier.load_state_dict(torch.load(local_model_file(config["classifier_dir"]), map_location="cpu"))
+        classifier.load_state_dict(torch.load(local_model_file(config["classifier_dir"]), map_location="cpu", weights_only=True))
     return Segmenter.from_classifier(classifier, config["num_classes"], config["width"],
                                      tuple(config["aspp_rates"]))
 

@@ -180,8 +180,8 @@ def save_checkpoint_dir(model: nn.Module, optimizer: torch.optim.Optimizer, sche
 def load_checkpoint_dir(d: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any) -> dict:
     """Restore weights + state from a checkpoint folder; returns the saved progress dict."""
-    unwrap(model).load_state_dict(torch.load(os.path.join(d, MODEL_FILE), map_location="cpu"))
-    state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+    unwrap(model).load_state_dict(torch.load(os.path.join(d, MODEL_FILE), map_location="cpu", weights_only=True))
+    state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))
     return state
