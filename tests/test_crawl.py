@@ -127,14 +127,25 @@ def test_command_line_crawl_against_fake_flickr_process(corpus, tmp_path):
                                "--port", str(port), "--max-results", "8"], stdout=subprocess.PIPE, text=True)
     try:
         assert "rest_url=" in server.stdout.readline()
-        env = {**os.environ, "FLICKR_API_KEY": "k", "FLICKR_API_SECRET": "s"}
-        proc = subprocess.run([sys.executable, "-m", "inetseg.cli", "crawl", f"out={tmp_path / 'c'}",
-                               f"tags={','.join(TAGS)}", "per_tag=10", "per_page=4", "max_results_per_query=8",
-                               f"rest_url=http://127.0.0.1:{port}/services/rest/", "calls_per_hour=1000000"],
-                              capture_output=True, text=True, timeout=120, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert "test-key" not in proc.stdout + proc.stderr and "secret" not in proc.stdout
-        assert shards.read_table_file(str(tmp_path / "c" / "manifest.parquet")).num_rows == 30
+        # Values no log line could contain by chance, searched for where they could leak: the crawl's output,
+        # every file it wrote (manifest, cursor, state), and the same run with the secrets in a credentials file.
+        key, secret = "k3y-5b9e1c7a2f", "s3cr3t-d4e8a0b6c2"
+        env = {**os.environ, "FLICKR_API_KEY": key, "FLICKR_API_SECRET": secret}
+        creds = tmp_path / "flickr.yaml"
+        creds.write_text(f"api_key: {key}\napi_secret: {secret}\n")
+        for out, extra, run_env in ((tmp_path / "c", [], env), (tmp_path / "f", [f"credentials_file={creds}"],
+                                                               {k: v for k, v in os.environ.items()
+                                                                if not k.startswith("FLICKR_")})):
+            proc = subprocess.run([sys.executable, "-m", "inetseg.cli", "crawl", f"out={out}", f"tags={','.join(TAGS)}",
+                                   "per_tag=10", "per_page=4", "max_results_per_query=8", "calls_per_hour=1000000",
+                                   f"rest_url=http://127.0.0.1:{port}/services/rest/", *extra],
+                                  capture_output=True, text=True, timeout=120, env=run_env)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert shards.read_table_file(str(out / "manifest.parquet")).num_rows == 30
+            for value in (key, secret):
+                assert value not in proc.stdout + proc.stderr
+                leaked = [p for p in out.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+                assert not leaked, f"{value} written to {leaked}"
     finally:
         server.terminate()
         server.wait(timeout=30)
