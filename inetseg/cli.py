@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import sys
 import typing
@@ -12,6 +13,7 @@ from inetseg import registry
 from inetseg.config.tuning import TuneConfig
 from inetseg.evalsets import DataSetError
 from inetseg.masks import MaskError
+from inetseg.storage import BusyError
 from inetseg.tracking import CHAMPION
 
 log = logging.getLogger("inetseg")
@@ -260,8 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tune":
             return run_tune(args)
         return run_pipeline(args) if args.command == "pipeline" else run_stage(args)
-    except (C.ConfigError, FileNotFoundError, DataSetError, MaskError) as e:
+    except (C.ConfigError, FileNotFoundError, DataSetError, MaskError, BusyError) as e:
         print(f"inetseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        print(f"inetseg {args.command}: error: {e.strerror} ({e.filename or 'writing output'}); free space or fix "
+              "the permission and run it again: finished stages are reused", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"inetseg {args.command}: interrupted; finished stages are kept and reused on re-run",

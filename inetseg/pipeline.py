@@ -2,6 +2,7 @@
 segmenter -> predict -> CRF -> mIoU), tracked in MLflow, summarised in summary.json."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -93,14 +94,23 @@ def run_one(cfg: PipelineConfig, stage: registry.Stage, classes: list[str]) -> d
 
 def run(cfg: PipelineConfig) -> dict:
     """Run the registry's stages in order under Ray, each in its own MLflow nested run; writes and returns
-    <out>/summary.json."""
+    <out>/summary.json. One run per out at a time (storage.BusyError for a second)."""
+    if cfg.source != "synth":
+        check_sources(cfg)  # before the run starts: a bad source or test folder costs no training
+    with contextlib.ExitStack() as held:
+        try:
+            storage.makedirs(cfg.out)
+            held.enter_context(storage.exclusive(cfg.out))  # before anything is written into it
+            storage.write_text(storage.join(cfg.out, "config.yaml"), C.dump_yaml(cfg))
+        except OSError as e:  # an unwritable or full out: one line before any work
+            raise C.ConfigError(f"out={cfg.out} is not writable: {e.strerror or e}") from None
+        return _run(cfg)
+
+
+def _run(cfg: PipelineConfig) -> dict:
     from inetseg.stages.common import ensure_ray
     from inetseg.tracking import Tracker
 
-    if cfg.source != "synth":
-        check_sources(cfg)  # before the run starts: a bad source or test folder costs no training
-    storage.makedirs(cfg.out)
-    storage.write_text(storage.join(cfg.out, "config.yaml"), C.dump_yaml(cfg))
     local_out = cfg.out if not storage.is_uri(cfg.out) else os.path.abspath("inetseg-mlflow")
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(local_out), cfg.experiment)
     run_id = tracker.start_parent(cfg.run_name or f"inetseg-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -1,10 +1,15 @@
 """Paths that may be local folders or cloud URIs (s3://, gs://), through pyarrow's filesystems."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import posixpath
+import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -136,3 +141,32 @@ def open_output(path: str) -> io.RawIOBase:
 def is_model_uri(value: str) -> bool:
     """An MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/NAME), not a folder."""
     return value.startswith(("models:/", "runs:/"))
+
+
+class BusyError(RuntimeError):
+    """Another process holds the folder (a run writing into it)."""
+
+
+@contextlib.contextmanager
+def exclusive(folder: str, what: str = "out") -> Iterator[None]:
+    """Hold <folder>/.inetseg.lock for the block (created if needed): a second run on the same local folder gets a
+    one-line BusyError naming the holder instead of interleaving its writes. The OS drops the lock when the holder
+    dies, so a killed run never leaves it stale. URIs (s3://, gs://) are not locked."""
+    if is_uri(folder):
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".inetseg.lock"), "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise BusyError(f"{what}={folder} is in use by another run ({f.read().strip() or 'unknown'}); wait "
+                            "for it to finish or choose another out") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

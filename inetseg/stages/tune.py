@@ -183,7 +183,11 @@ def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
     """The whole search: shared stages, Tuner (or restore), best.yaml, trials.json, MLflow; returns the summary
     (best values and objective, counts of trials)."""
     t0 = time.time()
-    storage.makedirs(tcfg.out)
+    with storage.exclusive(cfg.out):  # the shared stages write into the pipeline's out, as a run would
+        return _search(tcfg, cfg, user_config, t0)
+
+
+def _search(tcfg: TuneConfig, cfg: Any, user_config: dict, t0: float) -> dict:
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(tcfg.out), cfg.experiment)
     parent_file = storage.join(tcfg.out, "mlflow_parent.json")  # a resumed search keeps its parent run
     resumed = (json.loads(storage.read_text(parent_file))["run_id"]

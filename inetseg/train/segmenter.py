@@ -54,7 +54,8 @@ def build_from_classifier(config: dict) -> Segmenter:
         return net
     classifier = build_classifier(config["num_classes"], config["width"])
     if config.get("classifier_dir"):
-        classifier.load_state_dict(torch.load(local_model_file(config["classifier_dir"]), map_location="cpu", weights_only=True))
+        classifier.load_state_dict(torch.load(local_model_file(config["classifier_dir"]), map_location="cpu",
+                                              weights_only=True))
     return Segmenter.from_classifier(classifier, config["num_classes"], config["width"],
                                      tuple(config["aspp_rates"]))
 
