@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +34,14 @@ def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> Non
         # "local" starts a fresh Ray even when a `ray start` cluster runs on this machine.
         ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not quiet
+    # Progress bars are for a terminal: written to a file or `ray job logs` they become thousands of lines per
+    # dataset (143 MB for a demo run), burying the stage lines. There, as with quiet, the stages' own log lines
+    # are the progress, and Ray Data says only what goes wrong.
+    terminal = sys.stderr.isatty()
+    ctx.enable_progress_bars = terminal and not quiet
     ctx.print_on_execution_start = False
+    if quiet or not terminal:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def read_stage(path: str, what: str, columns: list[str] | None = None) -> ray.data.Dataset:
