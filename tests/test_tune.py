@@ -30,6 +30,11 @@ def test_the_default_space_names_real_keys_and_valid_ranges(demo_cfg):
     assert tuning.first_stage(list(space), ORDER) == "attention"  # the classifier is trained once
 
 
+def test_the_example_tune_file_is_the_default_search_written_out():
+    tcfg = C.load(TuneConfig, os.path.join(ROOT, "jobs", "configs", "tune.yaml"), [])
+    assert tcfg.space == DEFAULT_SPACE and tcfg == TuneConfig()
+
+
 @pytest.mark.parametrize("space, needle", [
     ({"attention.delta_objekt": {"uniform": [0, 1]}}, "unknown pipeline key 'attention.delta_objekt'"),
     ({"attention": {"uniform": [0, 1]}}, "not a value a trial can set"),
