@@ -117,7 +117,8 @@ def table_lines(result: dict) -> list[str]:
     head = ["row", "what", "test mIoU", *(["max-min", "std", "per seed"] if multi else []),
             "pseudo mIoU", "precision", "ignored"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|"]
-    for name, r in result["rows"].items():
+    for name in [n for n in result.get("row_order", BY_NAME) if n in result["rows"]]:  # Table 1's order: the
+        r = result["rows"][name]  # JSON on disk has its keys sorted
         cells = [name, BY_NAME[name].what, _pct(r["miou"])]
         if multi:
             sp = (r.get("spread") or {}).get("miou", {})
