@@ -14,9 +14,12 @@ from conftest import TINY, kill_tree
 from inetseg import registry, shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# TINY's CRF figure moves by a few hundredths between two uninterrupted runs with the same seed (see MIOU_SPREAD);
-# everything counted is exact.
-COUNTS = ("ingested", "ingest_failed", "filtered", "pseudo_labelled", "test_images")
+# What no training touches is exact. What the filter's trained nets decide is not, even between two uninterrupted
+# runs with the same seed: Ray Data hands the training batches over in whatever order its tasks finish, so the
+# nets (and the images they keep) differ a little. Measured on TINY: 71, 68 and 70 of 72 images kept by three
+# runs; bounded here by a tenth of the images.
+EXACT = ("ingested", "ingest_failed", "test_images")
+TRAINED = ("filtered", "pseudo_labelled")
 
 
 def _cmd(out) -> list[str]:
@@ -81,10 +84,11 @@ def test_every_stage_finished_before_the_last_kill_is_reused(runs):
 
 def test_the_resumed_run_equals_an_uninterrupted_one(runs):
     ref, summary, *_ = runs
-    assert {k: summary["counts"].get(k) for k in COUNTS} == {k: ref["counts"].get(k) for k in COUNTS}
+    assert {k: summary["counts"].get(k) for k in EXACT} == {k: ref["counts"].get(k) for k in EXACT}
+    for key in TRAINED:
+        assert abs(summary["counts"][key] - ref["counts"][key]) <= 0.1 * ref["counts"]["ingested"], key
     assert summary["baseline_miou"] == pytest.approx(ref["baseline_miou"])
-    assert summary["miou"] == pytest.approx(ref["miou"], abs=MIOU_SPREAD)
-    assert summary["pseudo_label_miou"] == pytest.approx(ref["pseudo_label_miou"], abs=MIOU_SPREAD)
+    # TINY's segmenter predicts background everywhere (its mIoU is the baseline's; issue 15 item 6): equal.
+    assert summary["miou"] == pytest.approx(ref["miou"], abs=0.02)
+    assert summary["pseudo_label_miou"] == pytest.approx(ref["pseudo_label_miou"], abs=0.05)
 
-
-MIOU_SPREAD = 0.05  # placeholder until measured
