@@ -245,6 +245,16 @@ def serve_fake_flickr(args: argparse.Namespace) -> int:
             time.sleep(3600)
 
 
+def job(command: str, prog: str, doc: str, add_args: typing.Callable[[argparse.ArgumentParser], None],
+        argv: list[str]) -> int:
+    """A Ray Job entry point (jobs/*.py): its own --help (the job's docstring), then `inetseg <command> argv`."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"All keys: `inetseg {command} --help`.")
+    add_args(parser)
+    parser.parse_args(argv)
+    return main([command, *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `inetseg` console script; user mistakes exit 2 with one line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -6,25 +6,13 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 # Under `ray job submit --working-dir .` the package is in the working dir, not necessarily installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inetseg.cli import add_pipeline_args, main
-
-
-def parse(argv: list[str]) -> list[str]:
-    """Validate the job's own arguments (for --help), then hand them to `inetseg pipeline`."""
-    parser = argparse.ArgumentParser(prog="full_pipeline.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="All keys: `inetseg pipeline --help`.")
-    add_pipeline_args(parser)
-    parser.parse_args(argv)
-    return ["pipeline", *argv]
-
+from inetseg.cli import add_pipeline_args, job
 
 if __name__ == "__main__":
-    sys.exit(main(parse(sys.argv[1:])))
+    sys.exit(job("pipeline", "full_pipeline.py", __doc__, add_pipeline_args, sys.argv[1:]))

@@ -5,25 +5,13 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 # Under `ray job submit --working-dir .` the package is in the working dir, not necessarily installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inetseg.cli import TUNE_HELP, add_tune_args, main
-
-
-def parse(argv: list[str]) -> list[str]:
-    """Validate the job's own arguments (for --help), then hand them to `inetseg tune`."""
-    parser = argparse.ArgumentParser(prog="tune.py", description=TUNE_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="All keys: `inetseg tune --help`, `inetseg pipeline --help`.")
-    add_tune_args(parser)
-    parser.parse_args(argv)
-    return ["tune", *argv]
-
+from inetseg.cli import TUNE_HELP, add_tune_args, job
 
 if __name__ == "__main__":
-    sys.exit(main(parse(sys.argv[1:])))
+    sys.exit(job("tune", "tune.py", f"{__doc__}\n{TUNE_HELP}", add_tune_args, sys.argv[1:]))
