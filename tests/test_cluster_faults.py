@@ -1,0 +1,113 @@
+"""A worker node lost mid-stage on a real multi-node Ray cluster (ray.cluster_utils.Cluster): the stage finishes,
+and every row is in its output exactly once. The node goes while one of the stage's tasks runs on it; a new node
+joins, as an autoscaler would replace it."""
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from inetseg import config as C
+from inetseg import imaging, schema, shards
+
+ROWS = 160
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    ray.init(address=c.address, configure_logging=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _predictions(path: str) -> None:
+    """A PREDICTIONS table of ROWS noisy 96 px images (the CRF's input), marked complete."""
+    rng = np.random.default_rng(0)
+    rows: dict = {k: [] for k in schema.PREDICTIONS.names}
+    for i in range(ROWS):
+        image = rng.integers(0, 256, (96, 96, 3)).astype(np.uint8)
+        probs = rng.dirichlet(np.ones(3), size=(96, 96)).transpose(2, 0, 1).astype(np.float16)
+        for k, v in (("id", f"r{i:04d}"), ("image", imaging.encode_png(image)), ("gt", None),
+                     ("pred", imaging.encode_png(probs.argmax(0).astype(np.uint8))),
+                     ("probs", schema.encode_probs(probs)), ("height", 96), ("width", 96)):
+            rows[k].append(v)
+    shards.prepare(path)
+    shards.write_table(pa.Table.from_pydict(rows, schema=schema.PREDICTIONS), path)
+    shards.mark_complete(path, "faults", {"classes": ["a", "b"]})
+
+
+def _busy(node_id: str) -> bool:
+    """The node's CPU is taken: one of the stage's tasks runs there."""
+    from ray._private.state import available_resources_per_node
+
+    free = available_resources_per_node()
+    return node_id in free and free[node_id].get("CPU", 0.0) < 1.0  # a fully used resource is left out
+
+
+def _lose_a_node_mid_stage(cluster, run) -> dict:
+    """Run `run()` in a thread; when the worker node is busy with it, remove that node and add a fresh one."""
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run()))
+    thread.start()
+    deadline = time.time() + 300
+    while not _busy(worker.node_id) and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    assert thread.is_alive(), "the stage finished before the node could be removed: make it longer"
+    cluster.remove_node(worker, allow_graceful=False)
+    cluster.add_node(num_cpus=1)
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+    return result
+
+
+def test_crf_stage_survives_a_lost_node(cluster, tmp_path):
+    from inetseg.stages import crf
+
+    src = str(tmp_path / "predictions")
+    _predictions(src)
+    cfg = C.CRFConfig(predictions=src, out=str(tmp_path / "crf"), iterations=20,
+                      compute=C.ComputeConfig(num_actors=2, cpus_per_worker=1, inference_batch_size=4))
+    meta = _lose_a_node_mid_stage(cluster, lambda: crf.run(cfg))
+    ids = shards.read_table(cfg.out, columns=["id"]).column("id").to_pylist()
+    assert meta["images"] == ROWS and len(ids) == ROWS and len(set(ids)) == ROWS  # every row exactly once
+
+
+def _random_classifier(folder, classes: list[str]) -> str:
+    """A random-weight classifier saved as the classifier stage exports one (attention needs a net, not a good one)."""
+    import json
+
+    import torch
+
+    from inetseg.models.classifier import build_classifier
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True)
+    meta = {"kind": "classifier", "num_classes": len(classes), "width": 0.25, "classes": classes, "input_size": 64}
+    torch.save(build_classifier(len(classes), 0.25).state_dict(), folder / "model.pt")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    shards.mark_complete(str(folder), "faults", meta)
+    return str(folder)
+
+
+def test_attention_actor_pool_survives_a_lost_node(cluster, tmp_path):
+    from conftest import ingested_corpus
+
+    from inetseg.stages import attention
+
+    images = ingested_corpus(tmp_path, classes=3, per_class=60)
+    model = _random_classifier(tmp_path / "classifier", list(shards.read_marker(images)["classes"]))
+    cfg = C.AttentionConfig(images=images, model=model, out=str(tmp_path / "pseudo"), input_size=64,
+                            compute=C.ComputeConfig(num_actors=2, cpus_per_worker=1, inference_batch_size=4))
+    meta = _lose_a_node_mid_stage(cluster, lambda: attention.run(cfg))
+    from inetseg.ingest.duplicates import usable_ids
+
+    ids = shards.read_table(cfg.out, columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(usable_ids(images)) and meta["images"] == len(ids)  # every row exactly once
