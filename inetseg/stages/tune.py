@@ -55,11 +55,12 @@ def prepare(tcfg: TuneConfig, cfg: Any) -> tuple[Any, dict[str, tuple[str, list]
         cfg.split.val_share = cfg.split.val_share or tcfg.val_share
         if not cfg.finetune.enabled:
             cfg.split.share = 0.0  # no fine-tuning: hold back nothing for it
-    order = [s.name for s in registry.stages_of(cfg)]
+    # The objective applies the CRF itself when the run has one, test set or not.
+    present = {s.name for s in registry.stages_of(cfg)} | ({"crf"} if cfg.crf.enabled else set())
     space = tuning.check_space(tcfg.space, cfg)
     for key in list(space):
         head = key.split(".")[0]
-        if head in {s.name for s in registry.REGISTRY.pipeline} - set(order) or (head == "crf" and not cfg.crf.enabled):
+        if head in {s.name for s in registry.REGISTRY.pipeline} - present:
             log.warning("tune: %s left out of the search: the run has no %s stage", key, head)
             del space[key]
     if not space:
@@ -75,8 +76,9 @@ def shared(cfg: Any, first: str) -> list[str]:
     if cfg.source != "synth":
         pipeline.check_sources(cfg)
     classes: list[str] = []
+    order = [s.name for s in registry.REGISTRY.pipeline]
     for stage in registry.stages_of(cfg):
-        if stage.name == first:
+        if order.index(stage.name) >= order.index(first):
             break
         if stage.name not in T.SCORING:
             meta = pipeline.run_one(cfg, stage, classes)
@@ -169,11 +171,11 @@ def trials_table(grid: Any) -> list[dict]:
 def plan_search(tcfg: TuneConfig, cfg: Any) -> tuple[T.Plan, dict]:
     """The tuned run's config with its shared stages run (or reused), the trials' plan and the checked space."""
     cfg, space = prepare(tcfg, cfg)
-    order = [s.name for s in registry.stages_of(cfg)]
+    order = [s.name for s in registry.REGISTRY.pipeline]  # the pipeline's order, whichever stages this run has
     first = tuning.first_stage(list(space), order)
     log.info("tune: %d trials over %s; shared stages up to %s", tcfg.num_samples, ", ".join(space), first)
     classes = shared(cfg, first)
-    finetunes = "finetune" in order and order.index("finetune") >= order.index(first)
+    finetunes = cfg.finetune.enabled and order.index("finetune") >= order.index(first)
     return T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
                   objective=tcfg.objective, val_table=_val_table(tcfg, cfg, classes), val_images=tcfg.val_images,
                   reports=2 if finetunes else 1), space

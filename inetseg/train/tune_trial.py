@@ -38,7 +38,7 @@ class Plan:
 
     base: Any  # PipelineConfig, resolved; stages before `first` finished
     classes: list[str]
-    order: list[str]  # the run's stage names, in order
+    order: list[str]  # the pipeline's stage names, in order (this run may lack some)
     first: str  # the earliest stage a tuned key changes
     root: str  # <tune out>/stages: a folder per (stage, content key)
     objective: str  # label_free | val_miou
@@ -155,12 +155,12 @@ def steps(params: dict, plan: Plan, part: int) -> dict:
     ctx.enable_progress_bars, ctx.print_on_execution_start = False, False  # one line per trial, by the driver
     try:  # values the pipeline refuses, or a stage that finds them unusable (fine-tuning keeps no image)
         cfg = trial_config(params, plan)
-        names = [s.name for s in registry.stages_of(cfg)]
-        start, cut = names.index(plan.first), names.index("segmenter") + 1 if plan.reports > 1 else len(names)
-        for stage in registry.stages_of(cfg)[start:cut] if part == 1 else registry.stages_of(cfg)[cut:]:
-            if stage.name not in SCORING:
-                with locked(getattr(cfg, stage.name).out):
-                    pipeline.run_one(cfg, stage, plan.classes)
+        at = plan.order.index
+        mine = [s for s in registry.stages_of(cfg) if at(s.name) >= at(plan.first) and s.name not in SCORING]
+        first_part = [s for s in mine if plan.reports == 1 or at(s.name) <= at("segmenter")]
+        for stage in first_part if part == 1 else [s for s in mine if s not in first_part]:
+            with locked(getattr(cfg, stage.name).out):
+                pipeline.run_one(cfg, stage, plan.classes)
     except C.ConfigError as e:
         return {"objective": tuning.INVALID, "valid": 0, "stage": "final", "error": str(e)}
     if part == 1 and plan.reports > 1:
