@@ -81,3 +81,26 @@ def ingested_corpus(root, classes: int, per_class: int, size: int = 64, **synth_
     out = str(root / "images")
     ingest.run(C.IngestConfig(source=str(root / "c" / "search"), out=out, max_side=size), progress=False)
     return out
+
+
+def random_predictions(path: str, rows: int, height: int, width: int, seed: int = 0) -> str:
+    """A complete PREDICTIONS table (the CRF's input) of `rows` noise images with random 3-class probabilities;
+    ids r0000, r0001, ...; returns path."""
+    import numpy as np
+    import pyarrow as pa
+
+    from inetseg import imaging, schema, shards
+
+    rng = np.random.default_rng(seed)
+    table: dict = {k: [] for k in schema.PREDICTIONS.names}
+    for i in range(rows):
+        image = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+        probs = rng.dirichlet(np.ones(3), size=(height, width)).transpose(2, 0, 1).astype(np.float16)
+        for k, v in (("id", f"r{i:04d}"), ("image", imaging.encode_png(image)), ("gt", None),
+                     ("pred", imaging.encode_png(probs.argmax(0).astype(np.uint8))),
+                     ("probs", schema.encode_probs(probs)), ("height", height), ("width", width)):
+            table[k].append(v)
+    shards.prepare(path)
+    shards.write_table(pa.Table.from_pydict(table, schema=schema.PREDICTIONS), path)
+    shards.mark_complete(path, "test", {"classes": ["a", "b"]})
+    return path

@@ -4,12 +4,10 @@ joins, as an autoscaler would replace it."""
 import threading
 import time
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from inetseg import config as C
-from inetseg import imaging, schema, shards
+from inetseg import shards
 
 ROWS = 160
 
@@ -24,22 +22,6 @@ def cluster():
     yield c
     ray.shutdown()
     c.shutdown()
-
-
-def _predictions(path: str) -> None:
-    """A PREDICTIONS table of ROWS noisy 96 px images (the CRF's input), marked complete."""
-    rng = np.random.default_rng(0)
-    rows: dict = {k: [] for k in schema.PREDICTIONS.names}
-    for i in range(ROWS):
-        image = rng.integers(0, 256, (96, 96, 3)).astype(np.uint8)
-        probs = rng.dirichlet(np.ones(3), size=(96, 96)).transpose(2, 0, 1).astype(np.float16)
-        for k, v in (("id", f"r{i:04d}"), ("image", imaging.encode_png(image)), ("gt", None),
-                     ("pred", imaging.encode_png(probs.argmax(0).astype(np.uint8))),
-                     ("probs", schema.encode_probs(probs)), ("height", 96), ("width", 96)):
-            rows[k].append(v)
-    shards.prepare(path)
-    shards.write_table(pa.Table.from_pydict(rows, schema=schema.PREDICTIONS), path)
-    shards.mark_complete(path, "faults", {"classes": ["a", "b"]})
 
 
 def _busy(node_id: str) -> bool:
@@ -69,10 +51,11 @@ def _lose_a_node_mid_stage(cluster, run) -> dict:
 
 
 def test_crf_stage_survives_a_lost_node(cluster, tmp_path):
+    from conftest import random_predictions
+
     from inetseg.stages import crf
 
-    src = str(tmp_path / "predictions")
-    _predictions(src)
+    src = random_predictions(str(tmp_path / "predictions"), ROWS, 96, 96)
     cfg = C.CRFConfig(predictions=src, out=str(tmp_path / "crf"), iterations=20,
                       compute=C.ComputeConfig(num_actors=2, cpus_per_worker=1, inference_batch_size=4))
     meta = _lose_a_node_mid_stage(cluster, lambda: crf.run(cfg))

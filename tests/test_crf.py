@@ -1,6 +1,5 @@
 """The dense CRF wrapper against a brute-force mean field, its settings, and the crf stage's compute."""
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from inetseg import config as C
@@ -104,25 +103,15 @@ def test_task_pool_takes_the_compute_keys():
 
 
 def test_crf_stage_refines_every_row(ray_session, tmp_path):
+    from conftest import random_predictions
+
     from inetseg.stages import crf
 
-    rng = np.random.default_rng(3)
-    rows = {k: [] for k in schema.PREDICTIONS.names}
-    for i in range(5):
-        image = rng.integers(0, 256, (12, 10, 3)).astype(np.uint8)
-        probs = rng.dirichlet(np.ones(3), size=(12, 10)).transpose(2, 0, 1).astype(np.float16)
-        for k, v in (("id", f"r{i}"), ("image", imaging.encode_png(image)), ("gt", None),
-                     ("pred", imaging.encode_png(probs.argmax(0).astype(np.uint8))),
-                     ("probs", schema.encode_probs(probs)), ("height", 12), ("width", 10)):
-            rows[k].append(v)
-    src = str(tmp_path / "predictions")
-    shards.prepare(src)
-    shards.write_table(pa.Table.from_pydict(rows, schema=schema.PREDICTIONS), src)
-    shards.mark_complete(src, "test", {"classes": ["a", "b"]})
+    src = random_predictions(str(tmp_path / "predictions"), 5, 12, 10, seed=3)
     cfg = C.CRFConfig(predictions=src, out=str(tmp_path / "crf"), iterations=2,
                       compute=C.ComputeConfig(num_actors=2, inference_batch_size=2))
     assert crf.run(cfg)["images"] == 5
     out = shards.read_table(cfg.out)
-    assert sorted(out.column("id").to_pylist()) == [f"r{i}" for i in range(5)]
+    assert sorted(out.column("id").to_pylist()) == [f"r{i:04d}" for i in range(5)]
     assert out.column("probs").null_count == 5
     assert all(masks.decode_mask(p).shape == (12, 10) for p in out.column("pred").to_pylist())
