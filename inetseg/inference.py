@@ -53,3 +53,14 @@ def predict_probs(model: torch.nn.Module, images: list[np.ndarray], input_size: 
     logits = predict_logits(model, images, input_size, device, flip)
     probs = [upsample_probs(lg, im.shape[0], im.shape[1]) for lg, im in zip(logits, images)]
     return [single_class(p) for p in probs] if one_class else probs
+
+
+def tag_probability(classifier: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray, input_size: int,
+                    device: torch.device) -> np.ndarray:
+    """Eqn 12's P(tag): the classifier's softmax probability of each image's tag (labels 1..K), at its input size."""
+    from inetseg.train.data import augment_images, to_input
+
+    x = torch.from_numpy(augment_images(images, input_size, augment=False)).to(device)
+    with torch.no_grad():
+        probs = torch.softmax(classifier(to_input(x)).float(), 1).cpu().numpy()
+    return probs[np.arange(len(labels)), np.asarray(labels) - 1]

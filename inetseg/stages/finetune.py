@@ -10,16 +10,14 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from inetseg import config as C
 from inetseg import finetune, imaging, schema, shards, storage
 from inetseg.attention.maps import Method
-from inetseg.inference import predict_probs
+from inetseg.inference import predict_probs, tag_probability
 from inetseg.models.io import META_FILE, load_model
 from inetseg.stages import common
 from inetseg.train import segmenter as train_segmenter
-from inetseg.train.data import augment_images, to_input
 
 log = logging.getLogger("inetseg")
 
@@ -35,19 +33,13 @@ class Relabeller:
         self.input_size, self.classifier_input_size = int(smeta["input_size"]), int(cmeta["input_size"])
         self.cfg, self.method = cfg, C.subset(Method, cfg, partial=True)
 
-    def p_tag(self, images: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
-        """Eqn 12: the classifier's P(tag) of each (masked) image."""
-        x = torch.from_numpy(augment_images(images, self.classifier_input_size, augment=False)).to(self.device)
-        with torch.no_grad():
-            probs = torch.softmax(self.classifier(to_input(x)).float(), 1).cpu().numpy()
-        return probs[np.arange(len(labels)), labels - 1]
-
     def __call__(self, batch: dict) -> pa.Table:
         images = [imaging.decode_rgb(b) for b in batch["image"]]
         labels = np.asarray(batch["label"], dtype=np.int64)
         probs = predict_probs(self.segmenter, images, self.input_size, self.device)
         regions = [finetune.object_region(p, int(lab)) for p, lab in zip(probs, labels)]
-        p_tag = self.p_tag([finetune.masked_image(im, m) for im, m in zip(images, regions)], labels)
+        p_tag = tag_probability(self.classifier, [finetune.masked_image(im, m) for im, m in zip(images, regions)],
+                                labels, self.classifier_input_size, self.device)
         kept = finetune.keep(p_tag, self.cfg.mu)
         rows: dict[str, list] = {n: [] for n in schema.RELABELLED.names}
         for i, label in enumerate(labels):

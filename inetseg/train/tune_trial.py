@@ -15,15 +15,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
-import torch
 
 from inetseg import config as C
 from inetseg import crf as dense
 from inetseg import finetune, imaging, pipeline, registry, shards, storage, tuning
-from inetseg.inference import predict_probs
+from inetseg.inference import predict_probs, tag_probability
 from inetseg.models.io import load_model
 from inetseg.stages.common import actor_device, actor_pool, filter_ids, usable_images
-from inetseg.train.data import augment_images, to_input
 
 log = logging.getLogger("inetseg")
 
@@ -59,10 +57,7 @@ class Evidence:
         self.crf = crf
 
     def p_tag(self, images: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(augment_images(images, self.classifier_input_size, augment=False)).to(self.device)
-        with torch.no_grad():
-            probs = torch.softmax(self.classifier(to_input(x)).float(), 1).cpu().numpy()
-        return probs[np.arange(len(labels)), labels - 1]
+        return tag_probability(self.classifier, images, labels, self.classifier_input_size, self.device)
 
     def __call__(self, batch: dict) -> dict:
         images = [imaging.decode_rgb(b) for b in batch["image"]]
