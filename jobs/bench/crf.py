@@ -1,7 +1,9 @@
-"""Dense CRF benchmark: mIoU with and without the CRF over a grid of CRF settings, on data it never trains on.
+"""Dense CRF benchmark: mIoU with and without the CRF over a grid of CRF settings, on data it never trains on;
+with --source, the speed of the CRF stage's pool against a bare loop instead (jobs/bench/crf_pool.py).
 
     python jobs/bench/crf.py --camvid ../shared/data/camvid-train --warp 0,8 \\
         --predictions runs/demo/predictions --predictions real=runs/real/run/predictions --out F.json
+    python jobs/bench/crf.py --source ../shared/data/camvid-train --out F.json [--images 120 --repeats 3]
 
 Data sets (images shrunk to `--max-side`):
 
@@ -244,14 +246,30 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--blur", type=float, default=1.0, help="CamVid unaries: Gaussian blur in output cells")
     p.add_argument("--stride", type=int, default=8, help="CamVid unaries: output stride of the imitated segmenter")
     p.add_argument("--settings", default="", help="comma-separated subset of the grid (default: all)")
+    speed = p.add_argument_group("speed (--source): the crf stage's pool against a bare single-process loop")
+    speed.add_argument("--source", default="", help="CamVid-like folder (images/, masks/): time the pool on it")
+    speed.add_argument("--workers", type=int, default=0, help="CRF tasks at once (0: every core)")
+    speed.add_argument("--batch", type=int, default=8, help="photos per task (crf.compute.inference_batch_size)")
+    speed.add_argument("--repeats", type=int, default=3, help="timed runs of each side, interleaved")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.source:
+        from jobs.bench import crf_pool
+
+        if not os.path.isdir(os.path.join(args.source, "images")) or not os.path.isdir(os.path.join(args.source,
+                                                                                                     "masks")):
+            raise FileNotFoundError(f"--source {args.source}: needs images/ and masks/ (e.g. camvid-train)")
+
+        def coarse(mask, n, rng):
+            return coarse_probs(mask, n, rng, stride=args.stride, blur=args.blur, noise=args.noise,
+                                temperature=args.temperature)
+        return crf_pool.main(args, coarse, CAMVID_CLASSES, CAMVID_VOID)
     if not args.camvid and not args.predictions:
-        raise FileNotFoundError("give --camvid and/or --predictions")
+        raise FileNotFoundError("give --camvid and/or --predictions (quality) or --source (speed)")
     settings = grid(args.settings)
     t0 = time.time()
     loaded = []
