@@ -11,11 +11,15 @@ same augmentation functions (random resized crop + flip, in `inetseg/train/data.
 - ray_1x1 and ray_2x1: 1 and 2 workers with one torch thread each (the DDP scaling pair);
 - plain_1thread: the plain loop with one torch thread, the counterpart of ray_1x1.
 Images per second are the training loop's own (from its first to its last batch of each epoch,
-best epoch after the first); wall-clock seconds including Ray Train start-up are reported beside them.
-`ratio_vs_plain_torch` = ray_1 / plain; `ratio_vs_plain_torch_1thread` = ray_1x1 / plain_1thread;
-`speedup_2_workers` = ray_2x1 / ray_1x1. Each Ray run follows its baseline run directly and the pairs
-repeat (`--repeats`, default 3): the ratios reported are the median pair's, every pair's is kept. Each Ray
-run also reports `data_wait_frac` per epoch (share of the loop spent waiting for input batches).
+best epoch after the first); wall-clock seconds are reported beside them, from reading the table to the last
+step (the plain loop's decoding into memory; Ray Train's start-up and Ray Data's decoding; Ray itself is
+started once before anything is timed).
+`ratio_vs_plain_torch` = ray_1 / plain per epoch, `ratio_vs_plain_torch_wall` = plain wall / ray_1 wall;
+`ratio_vs_plain_torch_1thread` = ray_1x1 / plain_1thread; `speedup_2_workers` = ray_2x1 / ray_1x1 (2 cores
+against 1), `speedup_2_workers_vs_1_worker_all_cores` = ray_2x1 / ray_1 (the honest one: both use every core).
+Each repeat (`--repeats`, default 3) runs every side once, in the reverse order of the repeat before (a
+drifting background load favours neither); ratios are taken within a repeat, and the JSON gives their median,
+min and max. Each Ray run also reports `data_wait_frac` per epoch (share of the loop spent waiting for input).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import numpy as np
 
 from inetseg import config as C
 from inetseg import imaging, shards, storage
+from jobs.bench.common import machine, ratio_spread, spread, versions
 
 
 def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
@@ -44,6 +49,7 @@ def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
     from inetseg.train.data import augment_images, to_input
 
     torch.set_num_threads(threads)
+    t_start = time.perf_counter()  # wall time includes decoding the images into memory
     keep = set(usable_ids(images))
     t = shards.read_table(images, columns=["id", "label", "image"])
     rows = [(imaging.decode_rgb(b), int(lab) - 1) for i, lab, b in
@@ -51,7 +57,7 @@ def plain_torch(images: str, cfg: C.ClassifierConfig, threads: int) -> dict:
     model = build_classifier(int(max(r[1] for r in rows)) + 1, cfg.width)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(0)
-    rates, t_start = [], time.perf_counter()
+    rates: list[float] = []
     model.train()
     for _ in range(cfg.epochs):
         order = rng.permutation(len(rows))
@@ -125,41 +131,42 @@ def main() -> int:
                              batch_size=args.batch_size, lr=0.03, lr_decay_steps=10_000, holdout_fraction=0.0,
                              cache_decoded=args.cache_decoded)
     result: dict = {"images": args.images, "epochs": args.epochs, "input_size": args.input_size, "width": args.width,
-                    "batch_size": args.batch_size, "cpus": args.cpus, "cache_decoded": args.cache_decoded}
-    # The machine is shared and its background load drifts by +-15 % within minutes, so each Ray run is
-    # paired with its baseline run just before it, pairs repeat, and ratios are taken pair by pair.
-    pairs, pairs_1t = [], []
+                    "batch_size": args.batch_size, "cpus": args.cpus, "cache_decoded": args.cache_decoded,
+                    "repeats": args.repeats, "versions": versions(), "machine": machine()}
+    # The machine is shared and its background load drifts by +-15 % within minutes: every side runs once per
+    # repeat, in the reverse order of the repeat before, and ratios are taken within a repeat.
+    sides = {"plain": lambda: plain_torch(images, cfg, args.cpus),
+             "ray_1": lambda: ray_train(images, cfg, storage.join(args.run, "ray1"), 1, args.cpus),
+             "plain_1thread": lambda: plain_torch(images, cfg, 1),
+             "ray_1x1": lambda: ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1),
+             "ray_2x1": lambda: ray_train(images, cfg, storage.join(args.run, "ray2x1"), 2, 1)}
+    reps: list[dict] = []
     for rep in range(args.repeats):
-        p = plain_torch(images, cfg, args.cpus)
-        r = ray_train(images, cfg, storage.join(args.run, "ray1"), 1, args.cpus)
-        pairs.append({"plain": p, "ray_1": r, "ratio": r["images_per_second"] / p["images_per_second"]})
-        print(f"pair {rep}: plain torch {p['images_per_second']:.1f}, ray train 1 worker "
-              f"{r['images_per_second']:.1f} img/s -> {pairs[-1]['ratio']:.3f}", flush=True)
-        p1 = plain_torch(images, cfg, 1)
-        r1 = ray_train(images, cfg, storage.join(args.run, "ray1x1"), 1, 1)
-        pairs_1t.append({"plain_1thread": p1, "ray_1x1": r1,
-                         "ratio": r1["images_per_second"] / p1["images_per_second"]})
-        print(f"pair {rep}, one thread: plain {p1['images_per_second']:.1f}, ray 1x1 "
-              f"{r1['images_per_second']:.1f} img/s -> {pairs_1t[-1]['ratio']:.3f}", flush=True)
-    result["ray_2x1"] = ray_train(images, cfg, storage.join(args.run, "ray2x1"), 2, 1)
-    print(f"ray train 2x1 {result['ray_2x1']['images_per_second']:.1f} img/s", flush=True)
-    result["pairs"], result["pairs_1thread"] = pairs, pairs_1t
-    # The median pair (by ratio) stands for the run; every pair's ratio is kept beside it.
-    mid = sorted(pairs, key=lambda q: q["ratio"])[len(pairs) // 2]
-    mid_1t = sorted(pairs_1t, key=lambda q: q["ratio"])[len(pairs_1t) // 2]
-    result.update(plain=mid["plain"], ray_1=mid["ray_1"], plain_1thread=mid_1t["plain_1thread"],
-                  ray_1x1=mid_1t["ray_1x1"])
-    result["ratio_vs_plain_torch"] = mid["ratio"]
-    result["ratio_vs_plain_torch_pairs"] = [q["ratio"] for q in pairs]
-    result["ratio_vs_plain_torch_wall"] = result["plain"]["wall_seconds"] / result["ray_1"]["wall_seconds"]
-    # The same pair with one torch thread each: Ray's own overhead without the 2-core oversubscription.
-    result["ratio_vs_plain_torch_1thread"] = mid_1t["ratio"]
-    result["ratio_vs_plain_torch_1thread_pairs"] = [q["ratio"] for q in pairs_1t]
-    result["speedup_2_workers"] = result["ray_2x1"]["images_per_second"] / result["ray_1x1"]["images_per_second"]
-    result["speedup_2_workers_vs_1_worker_all_threads"] = (result["ray_2x1"]["images_per_second"]
-                                                           / result["ray_1"]["images_per_second"])
+        order = list(sides) if rep % 2 == 0 else list(reversed(sides))
+        runs = {}
+        for k in order:
+            runs[k] = sides[k]()
+            print(f"repeat {rep + 1}/{args.repeats}: {k} {runs[k]['images_per_second']:.1f} images/s per epoch, "
+                  f"{runs[k]['wall_seconds']:.1f} s wall", flush=True)
+        reps.append(runs)
+    ips = {k: [r[k]["images_per_second"] for r in reps] for k in sides}
+    wall = {k: [r[k]["wall_seconds"] for r in reps] for k in sides}
+    result["images_per_second"] = {k: spread(v) for k, v in ips.items()}
+    result["wall_seconds"] = {k: spread(v) for k, v in wall.items()}
+    result["runs"] = reps
+    ratios = {
+        "ratio_vs_plain_torch": ratio_spread(ips["ray_1"], ips["plain"]),
+        "ratio_vs_plain_torch_wall": ratio_spread(wall["plain"], wall["ray_1"]),
+        "ratio_vs_plain_torch_1thread": ratio_spread(ips["ray_1x1"], ips["plain_1thread"]),
+        "ratio_vs_plain_torch_1thread_wall": ratio_spread(wall["plain_1thread"], wall["ray_1x1"]),
+        "speedup_2_workers": ratio_spread(ips["ray_2x1"], ips["ray_1x1"]),
+        "speedup_2_workers_vs_1_worker_all_cores": ratio_spread(ips["ray_2x1"], ips["ray_1"]),
+        "speedup_2_workers_vs_1_worker_all_cores_wall": ratio_spread(wall["ray_1"], wall["ray_2x1"]),
+    }
+    result.update({k: v["median"] for k, v in ratios.items()})
+    result["ratios"] = ratios
     storage.write_json(args.out, result)
-    print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio", "speedup"))}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio_", "speedup"))}, indent=2))
     return 0
 
 
