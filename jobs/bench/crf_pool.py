@@ -109,7 +109,8 @@ def run(args, coarse, classes: int, void: int) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     ratio = ratio_spread(per_s["stage"], per_s["bare"])
     per_core = spread([v / workers for v in ratio["values"]])
-    return {"ratio_vs_bare_per_core": per_core["median"], "same_output": same, "ratio_vs_bare_per_core_spread": per_core,
+    return {"ratio_vs_bare_per_core": per_core["median"], "same_output": same,
+            "ratio_vs_bare_per_core_spread": per_core,
             "ratio_vs_bare": ratio, "goal": "ratio_vs_bare_per_core >= 0.9", "goal_met": per_core["median"] >= 0.9,
             "images_per_s": {k: spread(v) for k, v in per_s.items()},
             "settings": {"source": os.path.abspath(args.source), "images": n, "workers": workers,

@@ -1,23 +1,34 @@
-"""Ingest benchmark: Ray ingest vs a bare loop, vs img2dataset on the same URLs, and memory at N vs 4N.
+"""Ingest benchmark: Ray ingest against a parallel bare loop, against img2dataset, and its memory at N and 4N.
 
-    python jobs/bench/ingest.py --out ingest.json [--images 8000] [--rows-per-shard 500] \
-        [--photos ../shared/data/camvid-train/images]
+    python jobs/bench/ingest.py --out ingest.json [--parts loop,img2dataset,memory] \\
+        [--photos ../shared/data/real-dev] [--loop-sizes 2000,8000,32000] [--download-sizes 5000,20000]
 
-1. Local files: images/s of `inetseg ingest` (Ray Data, all cores) against a bare single-process
-   read -> decode -> resize -> JPEG loop over the same files (`ratio_vs_bare_loop`; goal >= 1.6 on 2 cores).
-2. Download + ingest from the offline Flickr (`inetseg fake-flickr`, its own process) against
-   img2dataset on the same URL list with the same resize and JPEG settings (`ratio_vs_img2dataset`;
-   goal >= 1.0). img2dataset goes into its own virtual environment (created on first use, never a
-   project dependency); `--no-img2dataset` skips that part.
-3. Peak RSS of the whole ingest process tree (driver, raylet, workers) at N and 4N images
-   (`rss_ratio_4n_vs_n`; goal <= 1.25: the ingest streams).
+1. loop (`ratio_vs_parallel_loop`, goal >= 0.9; `ratio_vs_bare_loop` beside it): local files at each of
+   --loop-sizes. Ray ingest (inetseg.stages.ingest.run in this process, Ray started before the clock) against
+   the same ingest without Ray: the same listing and shard plan, the same per-shard function
+   (inetseg.ingest.worker.ingest_shard: read, SHA-1, decode, validate, resize, pHash, JPEG, one zstd Parquet
+   file per shard) mapped over a multiprocessing.Pool of one process per core (started before the clock), and
+   the same duplicate pass and totals after. And the same in one process (today's bare-loop ratio).
+2. img2dataset (`ratio_vs_img2dataset_steady`, goal >= 1.0): download from the offline Flickr (its own
+   process, loopback HTTP) at two sizes. Both tools as cold CLI subprocesses timed end to end (interpreter,
+   imports, Ray's or the process pool's start-up included); img2dataset pinned (--img2dataset-version, its own
+   venv) with its documented throughput settings: processes = cores, --threads per process, shards of 1000+
+   (`number_sample_per_shard` = ours), EXIF off, the same resize (longest side, only if bigger) and JPEG
+   quality. A line through the two sizes gives each tool's fixed cost and steady-state images/s; Ray's own
+   start-up (`ray.init` in a fresh interpreter) is reported alone.
+3. memory (`pss_ratio_4n_vs_n`, goal <= 1.25): `inetseg ingest` as a subprocess on N and 4N real-size photos
+   (--photos, each file linked again under new names until there are enough), the PSS of its whole process tree
+   sampled every --sample-seconds, minus the peak PSS of an idle Ray started the same way. The test of the test:
+   a loop that keeps every decoded image (`hoard`) measured the same way must miss the goal.
 
-Each pair runs side by side in this script, alternating, best of `--repeats`, because the machine is shared.
+Every part writes its settings, the versions that ran and the medians with min and max over --repeats
+(alternating which side goes first).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -28,88 +39,155 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from inetseg import config as C
-from inetseg import imaging, storage
+from inetseg import download, imaging, storage
 from inetseg.sources import synth
+from jobs.bench.common import machine, spread, versions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
-def make_corpus(root: str, n: int, size: int, classes: int = 5) -> str:
-    """A synthetic folder-per-tag corpus of about n images; returns its search/ folder."""
-    synth.generate(C.SynthConfig(num_classes=classes, images_per_class=max(1, n // classes), test_images=1,
-                                 image_size=size), root, progress=False)
-    return os.path.join(root, "search")
+# ---------------------------------------------------------------- corpora
 
-
-def photo_tree(photos: str, root: str, n: int) -> str:
-    """A one-tag tree of links to real photos (e.g. CamVid street scenes), repeated up to n files."""
-    files = sorted(storage.list_files(photos, (".png", ".jpg", ".jpeg")))
+def image_pool(args, work: str) -> list[str]:
+    """The distinct files a tree is made of: --photos (every image under it) or a synthetic corpus."""
+    if args.photos:
+        files = sorted(f for f in storage.list_files(args.photos, EXTS) if "/masks/" not in f)
+    else:
+        synth.generate(C.SynthConfig(num_classes=5, images_per_class=args.pool // 5, test_images=1,
+                                     image_size=args.size), os.path.join(work, "pool"), progress=False)
+        files = sorted(storage.list_files(os.path.join(work, "pool", "search"), EXTS))
     if not files:
-        raise SystemExit(f"no photos in {photos}")
-    tag = os.path.join(root, "street")
-    os.makedirs(tag, exist_ok=True)
+        raise SystemExit(f"ingest.py: error: no images under {args.photos or work}")
+    return files
+
+
+def tree(files: list[str], root: str, n: int, tags: int = 5) -> str:
+    """A folder-per-tag tree of n links to `files`, repeated under new names when n exceeds them (the per-file
+    work does not depend on the name; dedupe sets repeats aside only after every file was processed)."""
+    if os.path.isdir(root) and sum(len(fs) for _, _, fs in os.walk(root)) == n:
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for t in range(tags):
+        os.makedirs(os.path.join(root, f"tag{t}"))
     for i in range(n):
         src = files[i % len(files)]
-        dst = os.path.join(tag, f"{i:06d}{os.path.splitext(src)[1]}")
-        if not os.path.exists(dst):
-            os.symlink(os.path.abspath(src), dst)
+        os.symlink(os.path.abspath(src), os.path.join(root, f"tag{i % tags}", f"{i:07d}{os.path.splitext(src)[1]}"))
     return root
 
 
-def subset_tree(source: str, root: str, n: int) -> str:
-    """Links to the first n files (round-robin over tags) of a folder-per-tag tree."""
+def distinct_tree(files: list[str], root: str, n: int, tags: int = 5) -> str:
+    """Like tree(), with n distinct files: a repeat is a copy with its index appended after the image's end
+    (decoders ignore trailing bytes; the offline Flickr names a photo by its bytes, so links would collapse)."""
+    if os.path.isdir(root) and sum(len(fs) for _, _, fs in os.walk(root)) == n:
+        return root
     shutil.rmtree(root, ignore_errors=True)
-    tags = storage.list_dirs(source)
-    per = {t: storage.list_files(os.path.join(source, t)) for t in tags}
-    k = 0
-    for i in range(max(len(v) for v in per.values())):
-        for t in tags:
-            if i < len(per[t]) and k < n:
-                os.makedirs(os.path.join(root, t), exist_ok=True)
-                os.symlink(per[t][i], os.path.join(root, t, os.path.basename(per[t][i])))
-                k += 1
+    for t in range(tags):
+        os.makedirs(os.path.join(root, f"tag{t}"))
+    for i in range(n):
+        src = files[i % len(files)]
+        with open(src, "rb") as f:
+            data = f.read()
+        with open(os.path.join(root, f"tag{i % tags}", f"{i:07d}{os.path.splitext(src)[1]}"), "wb") as f:
+            f.write(data + (b"" if i < len(files) else i.to_bytes(8, "little")))
     return root
 
 
-def bare_loop(source: str, max_side: int, quality: int) -> dict:
-    """The baseline: one process, one file after another, decode -> validate -> resize -> JPEG."""
-    files = [f for t in storage.list_dirs(source) for f in storage.list_files(os.path.join(source, t))]
-    limits = imaging.ImageLimits(max_side=max_side)
-    t0 = time.perf_counter()
-    ok = nbytes = 0
-    for f in files:
-        try:
-            jpeg, _, _ = imaging.process(storage.read_bytes(f), limits, quality)
-            ok += 1
-            nbytes += len(jpeg)
-        except imaging.ImageError:
-            pass
-    dt = time.perf_counter() - t0
-    return {"images": len(files), "ok": ok, "seconds": dt, "images_per_second": len(files) / dt, "jpeg_bytes": nbytes}
+# ---------------------------------------------------------------- 1. Ray ingest against the same ingest without Ray
+
+def _shard(spec: dict, out: str, limits, quality: int, policy, batch: int) -> dict:
+    from inetseg.ingest.worker import ingest_shard
+
+    return ingest_shard(spec, out, limits, quality, policy, batch)
 
 
-def ray_ingest(source: str, out: str, **overrides) -> dict:
-    """`inetseg ingest` in this process (Ray already started), from scratch."""
+def no_ray_ingest(cfg: C.IngestConfig, pool) -> dict:
+    """inetseg's ingest with a process pool (or, pool None, one process) in place of Ray Data: same plan, same
+    shard function, same duplicate pass."""
+    from inetseg.ingest.duplicates import find_duplicates, write_duplicates
+    from inetseg.ingest.listing import list_source
+    from inetseg.ingest.plan import plan_shards
+    from inetseg.ingest.stats import totals
+
+    items, _ = list_source(cfg.source, list(cfg.classes))
+    specs = plan_shards(items, cfg.rows_per_shard)
+    storage.makedirs(storage.join(cfg.out, "_shards"))
+    limits = imaging.ImageLimits(cfg.max_side, cfg.min_side, cfg.max_aspect, cfg.max_pixels)
+    policy = download.FetchPolicy()
+    jobs = [(s, storage.absolute(cfg.out), limits, cfg.jpeg_quality, policy, cfg.files_per_task) for s in specs]
+    done = pool.starmap(_shard, jobs, chunksize=1) if pool is not None else [_shard(*j) for j in jobs]
+    dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["sources"]], cfg)
+    write_duplicates(cfg.out, dups)
+    return {"shards": len(done), **{k: v for k, v in totals(cfg.out, specs, dups).items() if k in ("total", "ok")}}
+
+
+def part_loop(args, files: list[str], work: str) -> dict:
+    """Ray ingest, the pool loop and the 1-process loop at each size, interleaved, alternating the order."""
     from inetseg.stages import ingest
+    from inetseg.stages.common import ensure_ray
 
-    cfg = C.IngestConfig(source=source, out=out, **overrides)
+    ensure_ray(num_cpus=args.num_cpus, quiet=True)
     t0 = time.perf_counter()
-    meta = ingest.run(cfg, resume=False, progress=False)
-    dt = time.perf_counter() - t0
-    return {"images": meta["total"], "ok": meta["ok"], "seconds": dt, "images_per_second": meta["total"] / dt,
-            "jpeg_bytes": meta.get("image_bytes", 0), "failed": meta["failed"]}
+    ctx = multiprocessing.get_context("spawn")  # Ray's threads live in this process: no fork
+    pool = ctx.Pool(args.num_cpus)
+    pool.starmap(_warm, [()] * args.num_cpus)  # imports done in every pool process before the clock
+    pool_start = time.perf_counter() - t0
+    out: dict = {"pool_start_seconds": pool_start, "sizes": {}}
+    try:
+        for n in args.loop_sizes:
+            src = tree(files, os.path.join(work, f"loop-{n}"), n)
+
+            def cfg(o: str, src: str = src) -> C.IngestConfig:
+                return C.IngestConfig(source=src, out=o, **common(args))
+
+            sides = {"ray": lambda o: ingest.run(cfg(o), resume=False, progress=False),
+                     "parallel_loop": lambda o: no_ray_ingest(cfg(o), pool),
+                     "bare_loop": lambda o: no_ray_ingest(cfg(o), None)}
+            if n > args.bare_max:
+                del sides["bare_loop"]  # one process at 32k takes as long as the rest together
+            per_s: dict[str, list[float]] = {k: [] for k in sides}
+            oks: dict[str, int] = {}
+            for r in range(args.repeats):
+                for k in (list(sides) if r % 2 == 0 else list(reversed(sides))):
+                    dest = os.path.join(work, f"out-{k}")
+                    shutil.rmtree(dest, ignore_errors=True)
+                    t1 = time.perf_counter()
+                    meta = sides[k](dest)
+                    per_s[k].append(n / (time.perf_counter() - t1))
+                    oks[k] = int(meta["ok"])
+                print(f"loop {n}: repeat {r + 1}/{args.repeats}: " + ", ".join(
+                    f"{k} {per_s[k][-1]:.1f} images/s" for k in sides), flush=True)
+            row = {"images_per_s": {k: spread(v) for k, v in per_s.items()}, "ok": oks,
+                   "ratio_vs_parallel_loop": spread([a / b for a, b in zip(per_s["ray"], per_s["parallel_loop"])])}
+            if "bare_loop" in sides:
+                row["ratio_vs_bare_loop"] = spread([a / b for a, b in zip(per_s["ray"], per_s["bare_loop"])])
+            out["sizes"][str(n)] = row
+    finally:
+        pool.terminate()
+    return out
 
 
-class FakeFlickrProcess:
-    """`inetseg fake-flickr` in its own process, so serving costs no CPU time of the measured process."""
+def _warm() -> None:
+    import inetseg.ingest.worker  # noqa: F401
+
+
+def common(args) -> dict:
+    return {"max_side": args.max_side, "jpeg_quality": args.quality, "rows_per_shard": args.rows_per_shard,
+            "files_per_task": args.files_per_task}
+
+
+# ---------------------------------------------------------------- 2. against img2dataset, both cold from the CLI
+
+class FakeFlickr:
+    """`inetseg fake-flickr` in its own process, so serving costs the measured tools no CPU of their own."""
 
     def __init__(self, corpus: str, port: int):
         self.proc = subprocess.Popen([sys.executable, "-m", "inetseg.cli", "fake-flickr", "--corpus", corpus,
                                       "--port", str(port)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        line = self.proc.stdout.readline()
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "rest_url=" not in line:
             self.proc.kill()
-            raise SystemExit(f"fake-flickr did not start: {line!r}")
+            raise SystemExit(f"ingest.py: error: fake-flickr did not start: {line!r}")
         self.rest_url = line.strip().split("rest_url=", 1)[1]
 
     def close(self) -> None:
@@ -117,187 +195,277 @@ class FakeFlickrProcess:
         self.proc.wait(timeout=30)
 
 
-def img2dataset_venv(path: str) -> str:
-    """The img2dataset executable in its own venv (created and installed on first use)."""
-    exe = os.path.join(path, "bin", "img2dataset")
+def img2dataset_exe(venv: str, version: str) -> str:
+    """img2dataset==version in its own venv (created on first use; never a project dependency)."""
+    exe = os.path.join(venv, "bin", "img2dataset")
     if not os.path.exists(exe):
-        print(f"installing img2dataset into {path} (once)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", path], check=True)
-        subprocess.run([os.path.join(path, "bin", "pip"), "install", "-q", "img2dataset"], check=True)
+        print(f"installing img2dataset=={version} into {venv} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", f"img2dataset=={version}"], check=True)
     return exe
 
 
-def run_img2dataset(exe: str, urls: list[str], out: str, max_side: int, quality: int, processes: int,
-                    threads: int) -> dict:
-    """img2dataset over the URL list: same max side (keep_ratio_largest, only if bigger), JPEG quality."""
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
-    url_file = os.path.join(out, "..", "urls.txt")
-    with open(url_file, "w") as f:
-        f.write("\n".join(urls) + "\n")
-    cmd = [exe, "--url_list", url_file, "--input_format", "txt", "--output_folder", out,
-           "--output_format", "parquet", "--image_size", str(max_side), "--resize_mode", "keep_ratio_largest",
-           "--resize_only_if_bigger", "True", "--encode_format", "jpg", "--encode_quality", str(quality),
-           "--processes_count", str(processes), "--thread_count", str(threads), "--number_sample_per_shard", "100",
-           "--distributor", "multiprocessing", "--timeout", "20", "--retries", "0", "--enable_wandb", "False",
-           "--disallowed_header_directives", "[]"]
+def timed(cmd: list[str], env: dict | None = None) -> float:
+    """Seconds of a subprocess from spawn to exit; SystemExit with its stderr tail when it fails."""
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if r.returncode != 0:
-        raise SystemExit(f"img2dataset failed: {r.stderr[-1500:]}")
-    ok = total = 0
-    for name in os.listdir(out):
+        raise SystemExit(f"ingest.py: error: {os.path.basename(cmd[0])} failed: {r.stderr[-1500:]}")
+    return time.perf_counter() - t0
+
+
+def ours_cmd(args, manifest_dir: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "inetseg.cli", "ingest", f"source={manifest_dir}", f"out={out}",
+            f"max_side={args.max_side}", f"jpeg_quality={args.quality}", f"rows_per_shard={args.rows_per_shard}",
+            f"files_per_task={args.files_per_task}", f"download_threads={args.threads}",
+            f"per_host_concurrency={args.threads}", "allow_private_hosts=true", "--num-cpus", str(args.num_cpus),
+            "--no-resume"]
+
+
+def theirs_cmd(args, exe: str, url_file: str, out: str) -> list[str]:
+    return [exe, "--url_list", url_file, "--input_format", "txt", "--output_folder", out, "--output_format",
+            "parquet", "--image_size", str(args.max_side), "--resize_mode", "keep_ratio_largest",
+            "--resize_only_if_bigger", "True", "--encode_format", "jpg", "--encode_quality", str(args.quality),
+            "--processes_count", str(args.num_cpus), "--thread_count", str(args.threads),
+            "--number_sample_per_shard", str(args.rows_per_shard), "--extract_exif", "False",
+            "--distributor", "multiprocessing", "--timeout", "20", "--retries", "0", "--enable_wandb", "False",
+            "--disallowed_header_directives", "[]"]
+
+
+def line_fit(sizes: list[int], seconds: list[float]) -> dict:
+    """Fixed cost and steady-state images/s from end-to-end seconds at two or more sizes (least squares)."""
+    n = len(sizes)
+    mx, my = sum(sizes) / n, sum(seconds) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(sizes, seconds)) / sum((x - mx) ** 2 for x in sizes)
+    return {"steady_images_per_s": 1.0 / slope if slope > 0 else float("inf"), "fixed_seconds": my - slope * mx}
+
+
+def part_img2dataset(args, files: list[str], work: str) -> dict:
+    """Both tools cold from their CLIs at each of --download-sizes, alternating; fit; Ray start-up alone."""
+    import pyarrow.parquet as pq
+
+    from inetseg.sources import flickr
+
+    exe = img2dataset_exe(args.img2dataset_venv or os.path.expanduser(
+        f"~/.cache/inetseg-bench/img2dataset-{args.img2dataset_version}"), args.img2dataset_version)
+    big = max(args.download_sizes)
+    corpus = distinct_tree(files, os.path.join(work, "served"), big)
+    server = FakeFlickr(corpus, port=18700 + os.getpid() % 1000)
+    os.environ.setdefault("FLICKR_API_KEY", "bench")
+    os.environ.setdefault("FLICKR_API_SECRET", "bench")
+    result: dict = {"sizes": {}}
+    try:
+        crawl = os.path.join(work, "crawl")
+        shutil.rmtree(crawl, ignore_errors=True)  # its URLs name this run's server port
+        tags = storage.list_dirs(corpus)
+        flickr.crawl(C.CrawlConfig(out=crawl, tags=tags, per_tag=big // len(tags) + 1, rest_url=server.rest_url,
+                                   calls_per_hour=1e9), progress=False)
+        manifest = pq.read_table(os.path.join(crawl, "manifest.parquet"))
+        seconds: dict[str, dict[int, list[float]]] = {"ours": {}, "img2dataset": {}}
+        for n in sorted(args.download_sizes):
+            sub = os.path.join(work, f"crawl-{n}")
+            os.makedirs(sub, exist_ok=True)
+            pq.write_table(manifest.slice(0, n), os.path.join(sub, "manifest.parquet"))
+            url_file = os.path.join(work, f"urls-{n}.txt")
+            with open(url_file, "w") as f:
+                f.write("\n".join(manifest.slice(0, n).column("url").to_pylist()) + "\n")
+            cmds = {"ours": ours_cmd(args, sub, os.path.join(work, "dl-ours")),
+                    "img2dataset": theirs_cmd(args, exe, url_file, os.path.join(work, "dl-i2d"))}
+            for r in range(args.repeats):
+                for k in (list(cmds) if r % 2 == 0 else list(reversed(cmds))):
+                    shutil.rmtree(os.path.join(work, "dl-ours" if k == "ours" else "dl-i2d"), ignore_errors=True)
+                    seconds[k].setdefault(n, []).append(timed(cmds[k], {**os.environ, "RAY_ADDRESS": ""}))
+                print(f"download {n}: repeat {r + 1}/{args.repeats}: ours {seconds['ours'][n][-1]:.1f} s, "
+                      f"img2dataset {seconds['img2dataset'][n][-1]:.1f} s", flush=True)
+            result["sizes"][str(n)] = {k: spread(v[n]) for k, v in seconds.items()}
+            result["sizes"][str(n)]["ok"] = {"img2dataset": i2d_successes(os.path.join(work, "dl-i2d")),
+                                             # ours: ok after duplicates were set aside, and why the rest was
+                                             "ours": json.load(open(os.path.join(work, "dl-ours", "stats.json")))}
+    finally:
+        server.close()
+    sizes = sorted(args.download_sizes)
+    fits = {k: line_fit(sizes, [spread(v[n])["median"] for n in sizes]) for k, v in seconds.items()}
+    result["fit"] = fits
+    result["ray_start_seconds"] = spread([ray_start(args.num_cpus) for _ in range(args.repeats)])
+    result["img2dataset_version"] = args.img2dataset_version
+    result["ratio_vs_img2dataset_steady"] = (fits["ours"]["steady_images_per_s"]
+                                             / fits["img2dataset"]["steady_images_per_s"])
+    result["ratio_vs_img2dataset_end_to_end"] = {str(n): spread([t / o for o, t in zip(
+        seconds["ours"][n], seconds["img2dataset"][n])]) for n in sizes}
+    return result
+
+
+def i2d_successes(out: str) -> int:
+    ok = 0
+    for name in os.listdir(out) if os.path.isdir(out) else []:
         if name.endswith("_stats.json"):
-            s = json.load(open(os.path.join(out, name)))
-            ok += s.get("successes", 0)
-            total += s.get("count", 0)
-    return {"images": total, "ok": ok, "seconds": dt, "images_per_second": total / dt}
+            ok += json.load(open(os.path.join(out, name))).get("successes", 0)
+    return ok
 
 
-def peak_rss(cmd: list[str], interval: float = 0.05) -> dict:
-    """Run cmd; sample the summed RSS of its whole process tree; return the peak and the wall time."""
+def ray_start(num_cpus: int) -> float:
+    """Seconds for `import ray; ray.init(); ray.shutdown()` in a fresh interpreter, minus the bare interpreter."""
+    code = f"import ray; ray.init(num_cpus={num_cpus}, include_dashboard=False); ray.shutdown()"
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
+    return timed([sys.executable, "-c", code], env) - timed([sys.executable, "-c", "pass"], env)
+
+
+# ---------------------------------------------------------------- 3. memory at N and 4N
+
+def peak_tree(cmd: list[str], interval: float) -> dict:
+    """Run cmd; sample PSS (and RSS) summed over its process tree; the peaks and the seconds."""
     import psutil
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "RAY_ADDRESS": ""})
-    peak, peak_workers = 0, 0
+                            env={**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"})
     root = psutil.Process(proc.pid)
+    peak_pss = peak_rss = 0
     while proc.poll() is None:
+        pss = rss = 0
         try:
             family = [root, *root.children(recursive=True)]
-            rss = {}
-            for p in family:
-                try:
-                    rss[p.pid] = (p.memory_info().rss, " ".join(p.cmdline()[:3]))
-                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                    pass
-            peak = max(peak, sum(v for v, _ in rss.values()))
-            peak_workers = max(peak_workers, sum(v for v, c in rss.values() if "default_worker" in c or "ray::" in c))
         except psutil.NoSuchProcess:
             break
+        for p in family:
+            try:
+                m = p.memory_full_info()
+                pss, rss = pss + m.pss, rss + m.rss
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                pass
+        peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
         time.sleep(interval)
-    err = proc.stderr.read()
+    err = proc.stderr.read() if proc.stderr else ""
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} failed: {err[-1500:]}")
-    return {"peak_rss_bytes": peak, "peak_worker_rss_bytes": peak_workers, "seconds": time.perf_counter() - t0}
+        raise SystemExit(f"ingest.py: error: {' '.join(cmd[:5])} failed: {err[-1500:]}")
+    return {"peak_pss_bytes": peak_pss, "peak_rss_bytes": peak_rss, "seconds": time.perf_counter() - t0}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def hoard(source: str, max_side: int) -> None:
+    """The test of the meter: read and decode every image and keep them all (what a non-streaming ingest does)."""
+    limits = imaging.ImageLimits(max_side=100_000)
+    kept = []
+    for path in storage.list_files(source, EXTS):
+        kept.append(imaging.prepare(storage.read_bytes(path), limits))
+    print(len(kept), sum(k.nbytes for k in kept))
+
+
+def part_memory(args, files: list[str], work: str) -> dict:
+    """Net peak PSS (tree minus an idle Ray's) of `inetseg ingest` and of `hoard` at N and 4N."""
+    idle_code = (f"import ray, time; ray.init(num_cpus={args.num_cpus}, include_dashboard=False); "
+                 f"time.sleep({args.idle_seconds})")
+    idle = [peak_tree([sys.executable, "-c", idle_code], args.sample_seconds)["peak_pss_bytes"]
+            for _ in range(args.repeats)]
+    idle_pss = spread(idle)["median"]
+    out: dict = {"idle_ray_pss_bytes": spread(idle), "runs": {}}
+    n = args.mem_images
+    for label, count in (("n", n), ("4n", 4 * n)):
+        src = tree(files, os.path.join(work, f"mem-{label}"), count)
+        cmds = {"ingest": [sys.executable, "-m", "inetseg.cli", "ingest", f"source={src}",
+                           f"out={work}/mem-out-{label}", f"max_side={args.max_side}",
+                           f"jpeg_quality={args.quality}", f"rows_per_shard={args.rows_per_shard}",
+                           f"files_per_task={args.files_per_task}", "--num-cpus", str(args.num_cpus), "--no-resume"],
+                "hoard": [sys.executable, os.path.abspath(__file__), "--hoard", src, "--out", "-"]}
+        for k, cmd in cmds.items():
+            runs = [peak_tree(cmd, args.sample_seconds) for _ in range(args.repeats)]
+            shutil.rmtree(f"{work}/mem-out-{label}", ignore_errors=True)
+            out["runs"][f"{k}_{label}"] = {"images": count, **{m: spread([r[m] for r in runs]) for m in (
+                "peak_pss_bytes", "peak_rss_bytes", "seconds")}}
+            print(f"memory {k} {label} ({count} images): peak PSS "
+                  f"{out['runs'][f'{k}_{label}']['peak_pss_bytes']['median'] / 2**20:.0f} MiB", flush=True)
+    runs = out["runs"]
+
+    def net(key: str) -> float:
+        return max(1.0, runs[key]["peak_pss_bytes"]["median"] - idle_pss)
+
+    out["pss_ratio_4n_vs_n"] = net("ingest_4n") / net("ingest_n")
+    # hoard runs no Ray: its tree is the bare process, nothing to subtract
+    out["hoard_pss_ratio_4n_vs_n"] = runs["hoard_4n"]["peak_pss_bytes"]["median"] / runs["hoard_n"][
+        "peak_pss_bytes"]["median"]
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file to write")
-    ap.add_argument("--images", type=int, default=8000, help="local-file images for part 1")
-    ap.add_argument("--size", type=int, default=400, help="side of the synthetic images (part 1)")
-    ap.add_argument("--photos", default="", help="folder of real photos to use in part 1 instead of synthetic ones")
-    ap.add_argument("--max-side", type=int, default=256, help="ingest resize target (both sides of each pair)")
-    ap.add_argument("--download-images", type=int, default=2000, help="URLs for part 2")
-    ap.add_argument("--mem-images", type=int, default=1000, help="N for part 3 (also runs 4N)")
+    ap.add_argument("--parts", default="loop,img2dataset,memory", help="comma-separated: loop, img2dataset, memory")
+    ap.add_argument("--photos", default="", help="real photos (any folder tree); default: a synthetic pool")
+    ap.add_argument("--pool", type=int, default=2000, help="synthetic pool: distinct images (without --photos)")
+    ap.add_argument("--size", type=int, default=400, help="synthetic pool: image side")
+    ap.add_argument("--loop-sizes", default="2000,8000,32000")
+    ap.add_argument("--bare-max", type=int, default=8000, help="largest size the 1-process loop also runs at")
+    ap.add_argument("--download-sizes", default="5000,20000")
+    ap.add_argument("--mem-images", type=int, default=5000, help="N of the memory part (it runs N and 4N)")
+    ap.add_argument("--max-side", type=int, default=256)
+    ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--rows-per-shard", type=int, default=1000, help="both tools' shard size")
+    ap.add_argument("--files-per-task", type=int, default=64)
+    ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2, help="processes / Ray CPUs on both sides")
+    ap.add_argument("--threads", type=int, default=32, help="download threads per process, both tools")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--rows-per-shard", type=int, default=500, help="ingest shard size (one Ray task per shard)")
-    ap.add_argument("--files-per-task", type=int, default=64, help="files per batch inside a shard task")
-    ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=16, help="download threads per process (both tools)")
-    ap.add_argument("--img2dataset-venv", default=os.path.expanduser("~/.cache/inetseg-bench/img2dataset-venv"))
-    ap.add_argument("--no-img2dataset", action="store_true")
+    ap.add_argument("--sample-seconds", type=float, default=0.2, help="memory sampling interval")
+    ap.add_argument("--idle-seconds", type=float, default=15.0, help="how long the idle Ray is sampled")
+    ap.add_argument("--img2dataset-version", default="1.47.0")
+    ap.add_argument("--img2dataset-venv", default="", help="default: ~/.cache/inetseg-bench/img2dataset-VERSION")
     ap.add_argument("--workdir", default="", help="scratch folder (default: a temp dir, removed after)")
-    args = ap.parse_args()
+    ap.add_argument("--hoard", default="", help=argparse.SUPPRESS)  # the memory part's test-of-the-test child
+    args = ap.parse_args(argv)
+    args.loop_sizes = [int(x) for x in args.loop_sizes.split(",") if x]
+    args.download_sizes = [int(x) for x in args.download_sizes.split(",") if x]
+    unknown = set(args.parts.split(",")) - {"loop", "img2dataset", "memory"}
+    if unknown:
+        ap.error(f"unknown part(s) {sorted(unknown)}")
+    if "img2dataset" in args.parts and len(set(args.download_sizes)) < 2:
+        ap.error("--download-sizes needs two different sizes (a line through them gives the steady state)")
+    return args
 
-    import ray
 
-    from inetseg.sources import flickr
-    from inetseg.stages.common import ensure_ray
-
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.hoard:
+        hoard(args.hoard, args.max_side)
+        return 0
+    parts = args.parts.split(",")
     work = args.workdir or tempfile.mkdtemp(prefix="inetseg-bench-ingest-")
     os.makedirs(work, exist_ok=True)
-    result: dict = {"machine": {"cpus": os.cpu_count(), "num_cpus": args.num_cpus}, "max_side": args.max_side,
-                    "images": args.images, "rows_per_shard": args.rows_per_shard, "files_per_task": args.files_per_task}
-    q = 90
-    common = {"max_side": args.max_side, "jpeg_quality": q, "rows_per_shard": args.rows_per_shard,
-              "files_per_task": args.files_per_task}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "hoard")}
+    result: dict = {"settings": settings, "versions": versions(), "machine": machine()}
     try:
-        # ---- 1. local files
-        if args.photos:
-            src1 = photo_tree(args.photos, os.path.join(work, "photos"), args.images)
-        else:
-            src1 = make_corpus(os.path.join(work, "local"), args.images, args.size)
-        ensure_ray(num_cpus=args.num_cpus)
-        bare, cold, warm = [], [], []
-        for _ in range(args.repeats):
-            bare.append(bare_loop(src1, args.max_side, q))
-            # Ray kills idle workers within seconds, so the run after the bare loop starts its worker
-            # processes again (cold); the run right after it finds them (warm), as every shard after
-            # the first few does in a long ingest. Both are reported.
-            cold.append(ray_ingest(src1, os.path.join(work, "out1"), **common))
-            warm.append(ray_ingest(src1, os.path.join(work, "out1"), **common))
-        b, o, c = (max(runs, key=lambda r: r["images_per_second"]) for runs in (bare, warm, cold))
-        result["local"] = {"source": "photos:" + args.photos if args.photos else f"synthetic {args.size}px",
-                           "bare_loop": b, "ray_ingest": o, "ray_ingest_cold": c,
-                           "runs_images_per_second": {"bare_loop": [r["images_per_second"] for r in bare],
-                                                      "ray_ingest_cold": [r["images_per_second"] for r in cold],
-                                                      "ray_ingest_warm": [r["images_per_second"] for r in warm]}}
-        result["ratio_vs_bare_loop"] = o["images_per_second"] / b["images_per_second"]
-        result["ratio_vs_bare_loop_cold"] = c["images_per_second"] / b["images_per_second"]
-        print(f"local: bare {b['images_per_second']:.1f} img/s, ray {o['images_per_second']:.1f} img/s warm "
-              f"({c['images_per_second']:.1f} cold) -> {result['ratio_vs_bare_loop']:.2f}x "
-              f"({result['ratio_vs_bare_loop_cold']:.2f}x cold)", flush=True)
+        files = image_pool(args, work)
+        result["settings"]["distinct_files"] = len(files)
+        if "loop" in parts:
+            result["loop"] = part_loop(args, files, work)
+            sizes = result["loop"]["sizes"]
+            result["ratio_vs_parallel_loop"] = {n: s["ratio_vs_parallel_loop"]["median"] for n, s in sizes.items()}
+            result["ratio_vs_bare_loop"] = {n: s["ratio_vs_bare_loop"]["median"] for n, s in sizes.items()
+                                            if "ratio_vs_bare_loop" in s}
+            import ray
 
-        # ---- 2. download + ingest
-        src2 = make_corpus(os.path.join(work, "dl"), args.download_images, args.size)
-        server = FakeFlickrProcess(src2, port=18700 + os.getpid() % 1000)
-        try:
-            os.environ.setdefault("FLICKR_API_KEY", "bench")
-            os.environ.setdefault("FLICKR_API_SECRET", "bench")
-            tags = storage.list_dirs(src2)
-            crawl_dir = os.path.join(work, "crawl")
-            shutil.rmtree(crawl_dir, ignore_errors=True)  # its URLs name this run's server port
-            flickr.crawl(C.CrawlConfig(out=crawl_dir, tags=tags, per_tag=args.download_images // len(tags),
-                                       rest_url=server.rest_url, calls_per_hour=1e9), progress=False)
-            import pyarrow.parquet as pq
-
-            urls = pq.read_table(os.path.join(crawl_dir, "manifest.parquet")).column("url").to_pylist()
-            dl = {"download_threads": args.threads, "per_host_concurrency": args.threads,
-                  "allow_private_hosts": True, "dedupe": True}
-            ours2, theirs = [], []
-            exe = None if args.no_img2dataset else img2dataset_venv(args.img2dataset_venv)
-            for _ in range(args.repeats):
-                # Ours cold too: img2dataset starts its worker processes on every run.
-                ours2.append(ray_ingest(crawl_dir, os.path.join(work, "out2"), **common, **dl))
-                if exe:
-                    theirs.append(run_img2dataset(exe, urls, os.path.join(work, "i2d"), args.max_side, q,
-                                                  args.num_cpus, args.threads))
-            o2 = max(ours2, key=lambda r: r["images_per_second"])
-            result["download"] = {"urls": len(urls), "ray_ingest": o2}
-            print(f"download: ray {o2['images_per_second']:.1f} img/s", flush=True)
-            if theirs:
-                t2 = max(theirs, key=lambda r: r["images_per_second"])
-                result["download"]["img2dataset"] = t2
-                result["ratio_vs_img2dataset"] = o2["images_per_second"] / t2["images_per_second"]
-                print(f"download: img2dataset {t2['images_per_second']:.1f} img/s "
-                      f"-> {result['ratio_vs_img2dataset']:.2f}x", flush=True)
-        finally:
-            server.close()
-        ray.shutdown()
-
-        # ---- 3. memory at N and 4N (each ingest in its own process tree, Ray included)
-        big = make_corpus(os.path.join(work, "mem4n"), 4 * args.mem_images, 160)
-        small = subset_tree(big, os.path.join(work, "memn"), args.mem_images)
-        mem = {}
-        for label, src in (("n", small), ("4n", big)):
-            cmd = [sys.executable, "-m", "inetseg.cli", "ingest", f"source={src}", f"out={work}/mem-out-{label}",
-                   f"max_side={args.max_side}", "rows_per_shard=100", "files_per_task=32", "--num-cpus",
-                   str(args.num_cpus), "--no-resume"]
-            mem[label] = {"images": args.mem_images * (4 if label == "4n" else 1), **peak_rss(cmd)}
-            print(f"memory {label}: {mem[label]['peak_rss_bytes'] / 2**20:.0f} MiB peak tree RSS", flush=True)
-        result["memory"] = mem
-        result["rss_ratio_4n_vs_n"] = mem["4n"]["peak_rss_bytes"] / mem["n"]["peak_rss_bytes"]
-        result["worker_rss_ratio_4n_vs_n"] = (mem["4n"]["peak_worker_rss_bytes"]
-                                              / max(1, mem["n"]["peak_worker_rss_bytes"]))
+            ray.shutdown()
+        if "img2dataset" in parts:
+            result["img2dataset"] = part_img2dataset(args, files, work)
+            result["ratio_vs_img2dataset_steady"] = result["img2dataset"]["ratio_vs_img2dataset_steady"]
+        if "memory" in parts:
+            result["memory"] = part_memory(args, files, work)
+            result["pss_ratio_4n_vs_n"] = result["memory"]["pss_ratio_4n_vs_n"]
+            result["hoard_pss_ratio_4n_vs_n"] = result["memory"]["hoard_pss_ratio_4n_vs_n"]
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+    result["goals"] = {
+        "ratio_vs_parallel_loop >= 0.9": (all(v >= 0.9 for v in result["ratio_vs_parallel_loop"].values())
+                                          if "ratio_vs_parallel_loop" in result else None),
+        "ratio_vs_img2dataset_steady >= 1.0": (result["ratio_vs_img2dataset_steady"] >= 1.0
+                                               if "ratio_vs_img2dataset_steady" in result else None),
+        "pss_ratio_4n_vs_n <= 1.25": result["pss_ratio_4n_vs_n"] <= 1.25 if "pss_ratio_4n_vs_n" in result else None,
+        "hoard misses it (the meter can fail)": (result["hoard_pss_ratio_4n_vs_n"] > 1.25
+                                                 if "hoard_pss_ratio_4n_vs_n" in result else None),
+    }
     storage.write_json(args.out, result)
-    print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio", "rss", "worker"))}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio", "pss", "hoard", "goals"))}, indent=2))
     return 0
 
 
