@@ -44,12 +44,17 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_paths_chain_from_out(tmp_path):
-    cfg = load_config("demo", None, [f"out={tmp_path}"])
+    cfg = load_config("demo", None, [f"out={tmp_path}", "finetune.enabled=false"])
     assert cfg.ingest.out == str(tmp_path / "images")
     assert cfg.filter.images == cfg.ingest.out
     # The final classifier and the attention read the last filter round's kept images.
     assert cfg.classifier.images == cfg.attention.images == str(tmp_path / "filter" / "round3" / "images")
-    no_filter = load_config("demo", None, [f"out={tmp_path}", "filter.rounds=0"])
+    # With fine-tuning on (the presets' default) they read the split's training cut of them instead.
+    ft = load_config("demo", None, [f"out={tmp_path}"])
+    assert ft.finetune.enabled and ft.split.images == str(tmp_path / "filter" / "round3" / "images")
+    assert ft.classifier.images == ft.attention.images != ft.split.images
+    assert ft.classifier.images.startswith(str(tmp_path / "split"))
+    no_filter = load_config("demo", None, [f"out={tmp_path}", "filter.rounds=0", "finetune.enabled=false"])
     assert no_filter.classifier.images == no_filter.ingest.out
     assert cfg.evaluate.predictions == cfg.crf.out
     uri = load_config("demo", None, ["out=s3://bucket/run"])
