@@ -48,6 +48,17 @@ def test_a_bad_space_is_a_one_line_error(demo_cfg, space, needle):
         tuning.check_space(space, demo_cfg)
 
 
+def test_trials_report_after_attention_and_the_segmenter_when_more_follows():
+    from inetseg.train.tune_trial import rung_value, rungs_of
+
+    trial = ["attention", "segmenter", "finetune"]
+    assert rungs_of(trial, ORDER) == ["attention", "segmenter", "final"]
+    assert rungs_of(trial, ORDER, label_free=False) == ["segmenter", "final"]  # val_miou: no model after attention
+    assert rungs_of(["attention", "segmenter"], ORDER) == ["attention", "final"]  # no fine-tuning: ends there
+    assert rungs_of(["finetune"], ORDER) == ["final"]  # only mu tuned: one report
+    assert [rung_value(i, 3) for i in range(3)] == [1, 3, 9]
+
+
 def test_trials_share_every_stage_before_their_first_differing_key():
     a = {"attention.delta_object": 0.7, "crf.bilateral_sxy": 10.0}
     b = {"attention.delta_object": 0.7, "crf.bilateral_sxy": 30.0}
@@ -99,6 +110,7 @@ def test_the_best_values_go_into_the_users_config():
     (["objective=val_miou"], "objective=val_miou needs val=DIR"),
     (["space={}"], "space is empty"),
     (["search=grid"], "search must be one of optuna, random"),
+    (["reduction_factor=1"], "reduction_factor must be >= 2"),
 ])
 def test_bad_tune_keys_are_one_line_errors(keys, needle):
     with pytest.raises(C.ConfigError, match=needle):
@@ -188,7 +200,25 @@ def test_validation_images_are_kept_out_of_every_training(search):
     assert ids["val"] and not ids["val"] & ids["train"] and not ids["val"] & ids["heldout"]
     assert shards.read_marker(str(out / "tune" / "base" / "classifier"))  # trained on split/train only
     trials = json.loads((out / "tune" / "trials.json").read_text())
-    assert all(t["val_images"] == len(ids["val"]) for t in trials if t["valid"])
+    # (a trial stopped after attention scored its pseudo labels, on training images, not these)
+    assert all(t["val_images"] == len(ids["val"]) for t in trials if t["valid"] and t["stage"] != "attention")
+
+
+def test_each_trial_reports_at_asha_rungs_attention_segmenter_final(search):
+    out, *_ = search
+    search_dir = out / "tune" / "search"
+    seen = 0
+    for name in os.listdir(search_dir):
+        path = search_dir / name / "result.json"
+        if not path.exists():
+            continue
+        reports = [json.loads(x) for x in open(path) if x.strip()]
+        # a resumed trial may repeat its last report; the rungs it reached are in order, each at ASHA's time
+        stages = list(dict.fromkeys(r["stage"] for r in reports))
+        assert stages == ["attention", "segmenter", "final"][:len(stages)], stages
+        assert all(r["rung"] == {"attention": 1, "segmenter": 3, "final": 9}[r["stage"]] for r in reports)
+        seen += 1
+    assert seen == 3
 
 
 def test_best_yaml_is_a_pipeline_config_with_the_best_values(search):

@@ -38,9 +38,12 @@ class TuneConfig:
     # optuna: TPE (Optuna's sampler), which models each key's good and bad values apart, suits a dozen trials of
     # mixed continuous keys; random: Ray Tune's basic variant generator (a baseline for the searcher).
     search: Literal["optuna", "random"] = "optuna"
-    # asha: a trial reports after its first segmenter and again when finished (fine-tuning, CRF); ASHA stops the
-    # bottom half at the first report, so a poor threshold setting never pays for fine-tuning. fifo: no stopping.
+    # asha: a trial reports after attention (its pseudo labels' evidence), after its first segmenter and when
+    # finished (fine-tuning, CRF); at each report ASHA stops it unless it is in the top 1/reduction_factor of the
+    # trials scored there so far, so a poor threshold setting pays for attention (a minute in the demo), not for
+    # a segmenter and fine-tuning. fifo: no stopping.
     scheduler: Literal["asha", "fifo"] = "asha"
+    reduction_factor: int = 3  # ASHA: 1 in reduction_factor trials goes on at each rung
     # label_free: tuning.evidence_score on val images (see inetseg/tuning.py); val_miou: mIoU on the labelled
     # folder `val` (never the test split).
     objective: Literal["label_free", "val_miou"] = "label_free"
@@ -53,6 +56,7 @@ class TuneConfig:
 
     def validate(self, p: str = "") -> None:
         check(self.num_samples >= 1 and self.max_concurrent >= 1, f"{p}num_samples and max_concurrent must be >= 1")
+        check(self.reduction_factor >= 2, f"{p}reduction_factor must be >= 2")
         check(0 < self.val_share < 0.5, f"{p}val_share must be in (0, 0.5)")
         check(self.val_images >= 1, f"{p}val_images must be >= 1")
         check(self.objective != "val_miou" or bool(self.val), f"{p}objective=val_miou needs val=DIR (a labelled "

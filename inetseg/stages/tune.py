@@ -125,7 +125,8 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
     # A trial only orchestrates: its stages' Ray Data / Train tasks reserve their own CPUs. Even 0.01 CPU held by
     # the trial leaves a 2-CPU machine 0.99 free beside a 1-CPU actor, and a 1-CPU read task waits forever; a
     # placement group needs some resource, so the trial holds 1 MiB of memory.
-    trainable = tune.with_resources(tune.with_parameters(T.trial, plan=plan), {"cpu": 0, "memory": 2**20})
+    trainable = tune.with_resources(tune.with_parameters(T.trial, plan=plan, reduction_factor=tcfg.reduction_factor),
+                                    {"cpu": 0, "memory": 2**20})
     path = storage.join(tcfg.out, EXPERIMENT)
     # Ray Tune saves the search's state every 10 s or more: a trial finished just before a kill would run again.
     # Trials take minutes and the state is small, so save it every 2 s.
@@ -145,8 +146,12 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
     else:
         searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=tcfg.max_concurrent,
                                          random_state=tcfg.seed)
-    scheduler = (ASHAScheduler(max_t=plan.reports, grace_period=1, reduction_factor=2)
-                 if tcfg.scheduler == "asha" and plan.reports > 1 else FIFOScheduler())
+    # ASHA's time is the rung (1, r, r^2: T.rung_value), so its cuts fall exactly after attention and after the
+    # first segmenter; a trial goes on when it is in the top 1/r of the trials scored at that rung so far.
+    rungs = len(plan.rungs)
+    scheduler = (ASHAScheduler(time_attr="rung", max_t=T.rung_value(rungs - 1, tcfg.reduction_factor),
+                               grace_period=1, reduction_factor=tcfg.reduction_factor)
+                 if tcfg.scheduler == "asha" and rungs > 1 else FIFOScheduler())
     return tune.Tuner(
         trainable, param_space=distributions(space),
         tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=searcher, scheduler=scheduler,
@@ -161,7 +166,8 @@ def trials_table(grid: Any) -> list[dict]:
     for r in grid:
         m = r.metrics or {}
         rows.append({"trial": m.get("trial_id", ""), "config": r.config, "objective": m.get("objective"),
-                     "reports": m.get("training_iteration", 0), "finished": m.get("stage") == "final",
+                     "reports": m.get("training_iteration", 0), "stage": m.get("stage", ""),
+                     "finished": m.get("stage") == "final",
                      "valid": bool(m.get("valid", 0)), "model": m.get("model", ""),
                      "error": str(r.error) if r.error else "",
                      **{k: m[k] for k in ("p_in", "p_out", "area", "val_images", "val_miou") if k in m}})
@@ -175,10 +181,11 @@ def plan_search(tcfg: TuneConfig, cfg: Any) -> tuple[T.Plan, dict]:
     first = tuning.first_stage(list(space), order)
     log.info("tune: %d trials over %s; shared stages up to %s", tcfg.num_samples, ", ".join(space), first)
     classes = shared(cfg, first)
-    finetunes = cfg.finetune.enabled and order.index("finetune") >= order.index(first)
-    return T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
-                  objective=tcfg.objective, val_table=_val_table(tcfg, cfg, classes), val_images=tcfg.val_images,
-                  reports=2 if finetunes else 1), space
+    plan = T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
+                  objective=tcfg.objective, val_table=_val_table(tcfg, cfg, classes), val_images=tcfg.val_images)
+    plan.rungs = T.rungs_of([s.name for s in T.trial_stages(cfg, plan)], order, tcfg.objective == "label_free")
+    log.info("tune: each trial reports after %s", ", ".join(plan.rungs))
+    return plan, space
 
 
 def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:

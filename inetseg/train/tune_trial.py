@@ -1,6 +1,7 @@
 """One tuning trial: the pipeline's stages from the first tuned one, in folders keyed by the trial's values (shared
 with every trial that agrees so far), scored by the label-free objective on the validation images (or val_miou).
-Reports to Ray Tune after the first segmenter and when finished, so ASHA can stop a poor trial before fine-tuning."""
+Reports to Ray Tune at each rung: after attention (the evidence of its pseudo labels, a minute's work), after the
+first segmenter and when finished, so ASHA stops a poor threshold setting before it pays for a segmenter."""
 from __future__ import annotations
 
 import contextlib
@@ -18,10 +19,10 @@ import ray
 
 from inetseg import config as C
 from inetseg import crf as dense
-from inetseg import finetune, imaging, pipeline, registry, shards, storage, tuning
+from inetseg import finetune, imaging, masks, pipeline, registry, shards, storage, tuning
 from inetseg.inference import predict_probs, tag_probability
 from inetseg.models.io import load_model
-from inetseg.stages.common import actor_device, actor_pool, filter_ids, usable_images
+from inetseg.stages.common import actor_device, actor_pool, read_stage, usable_images
 
 log = logging.getLogger("inetseg")
 
@@ -42,50 +43,89 @@ class Plan:
     objective: str  # label_free | val_miou
     val_table: str  # label_free: split's val/ IMAGES table; val_miou: the validation folder's test table
     val_images: int
-    reports: int  # how many times a trial reports (ASHA's max_t)
+    # The stages after which a trial reports ("attention", "segmenter", "final"), in order: ASHA's rungs.
+    rungs: list[str] = dataclasses.field(default_factory=lambda: ["final"])
+
+
+def rungs_of(stage_names: list[str], order: list[str], label_free: bool = True) -> list[str]:
+    """Where a trial running `stage_names` reports: after attention (label-free objective only: val_miou needs a
+    model) and after the first segmenter when later stages follow them, and at the end."""
+    last = max(order.index(n) for n in stage_names)
+    early = ("attention", "segmenter") if label_free else ("segmenter",)
+    return [n for n in early if n in stage_names and order.index(n) < last] + ["final"]
+
+
+def rung_value(i: int, reduction_factor: int) -> int:
+    """The i-th rung as ASHA's time: 1, r, r^2 (rungs at grace 1 times powers of r, as ASHA places them)."""
+    return reduction_factor ** i
 
 
 class Evidence:
-    """Actor: the segmenter's object region of each validation image (Eqn 11, after the CRF when given) and the
-    classifier's P(tag) of the region and of the rest -> the terms of tuning.evidence_score."""
+    """Actor: each image's object region (the segmenter's, Eqn 11, after the CRF when given; or, with no
+    segmenter, the pseudo label's object pixels) and the classifier's P(tag) of the region and of the rest -> the
+    terms of tuning.evidence_score."""
 
     def __init__(self, segmenter_dir: str, classifier_dir: str, crf: C.CRFParams | None, compute: C.ComputeConfig):
         self.device = actor_device(compute)
-        self.segmenter, smeta = load_model(segmenter_dir, self.device, "segmenter")
+        self.segmenter, self.input_size = None, 0
+        if segmenter_dir:
+            self.segmenter, smeta = load_model(segmenter_dir, self.device, "segmenter")
+            self.input_size = int(smeta["input_size"])
         self.classifier, cmeta = load_model(classifier_dir, self.device, "classifier")
-        self.input_size, self.classifier_input_size = int(smeta["input_size"]), int(cmeta["input_size"])
+        self.classifier_input_size = int(cmeta["input_size"])
         self.crf = crf
 
     def p_tag(self, images: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
         return tag_probability(self.classifier, images, labels, self.classifier_input_size, self.device)
 
-    def __call__(self, batch: dict) -> dict:
-        images = [imaging.decode_rgb(b) for b in batch["image"]]
-        labels = np.asarray(batch["label"], dtype=np.int64)
+    def regions(self, batch: dict, images: list[np.ndarray], labels: np.ndarray) -> list[np.ndarray]:
+        if self.segmenter is None:  # a PSEUDO batch: the trimap's ignore band is not claimed as object
+            return [masks.decode_mask(m) == lab for m, lab in zip(batch["mask"], labels)]
         probs = predict_probs(self.segmenter, images, self.input_size, self.device)
         if self.crf is not None:
             probs = [dense.dense_crf(im, p, self.crf) for im, p in zip(images, probs)]
-        regions = [finetune.object_region(p, int(lab)) for p, lab in zip(probs, labels)]
+        return [finetune.object_region(p, int(lab)) for p, lab in zip(probs, labels)]
+
+    def __call__(self, batch: dict) -> dict:
+        images = [imaging.decode_rgb(b) for b in batch["image"]]
+        labels = np.asarray(batch["label"], dtype=np.int64)
+        regions = self.regions(batch, images, labels)
         return {"p_in": self.p_tag([finetune.masked_image(im, m) for im, m in zip(images, regions)], labels),
                 "p_out": self.p_tag([finetune.masked_image(im, ~m) for im, m in zip(images, regions)], labels),
                 "area": np.array([m.mean() for m in regions], dtype=np.float64)}
 
 
-def label_free(cfg: Any, plan: Plan, model: str) -> dict:
-    """tuning.evidence_score of `model` on (a fixed hash subset of at most val_images of) the validation images."""
-    ids = shards.read_table(plan.val_table, columns=["id"]).column("id").to_pylist()
-    ds = usable_images(plan.val_table, "validation images", ["id", "label", "image"])
-    if len(ids) > plan.val_images:  # the same subset for every trial: a salted id hash, as the split draws
-        chosen = [i for i, k in zip(ids, finetune.held_out(ids, plan.val_images / len(ids), salt="tune")) if k]
-        ds = ds.map_batches(filter_ids, batch_format="pyarrow",
-                            fn_kwargs={"ids": pa.array(chosen, pa.string()), "keep": True})
-    crf = C.subset(C.CRFParams, cfg.crf) if cfg.crf.enabled else None
+def keep_share(batch: pa.Table, share: float, salt: str) -> pa.Table:
+    """The rows whose salted id hash falls in `share` (the same rows in every trial; no id list on the driver)."""
+    return batch.filter(pa.array(finetune.held_out(batch.column("id").to_pylist(), share, salt=salt)))
+
+
+def evidence(table: str, what: str, columns: list[str], cfg: Any, plan: Plan, model: str) -> dict:
+    """tuning.evidence_score over (a fixed hash subset of at most val_images of) the rows of `table` (an IMAGES
+    table's usable rows; with no model, a PSEUDO table's rows)."""
+    ds = usable_images(table, what, columns) if model else read_stage(table, what, columns=columns)
+    n = shards.count_rows(table)
+    if n > plan.val_images:
+        ds = ds.map_batches(keep_share, batch_format="pyarrow",
+                            fn_kwargs={"share": plan.val_images / n, "salt": "tune"})
+    crf = C.subset(C.CRFParams, cfg.crf) if cfg.crf.enabled and model else None
     terms = ds.map_batches(Evidence, batch_format="numpy", fn_constructor_kwargs={
         "segmenter_dir": model, "classifier_dir": cfg.classifier.out, "crf": crf,
         "compute": cfg.predict.compute}, **actor_pool(cfg.predict.compute)).to_pandas()
     return {"objective": tuning.evidence_score(terms["p_in"], terms["p_out"], terms["area"]),
             "p_in": float(terms["p_in"].mean()), "p_out": float(terms["p_out"].mean()),
             "area": float(terms["area"].mean()), "val_images": len(terms)}
+
+
+def label_free(cfg: Any, plan: Plan, model: str) -> dict:
+    """tuning.evidence_score of `model`'s masks on the validation images (nothing trained on them)."""
+    return evidence(plan.val_table, "validation images", ["id", "label", "image"], cfg, plan, model)
+
+
+def pseudo_evidence(cfg: Any, plan: Plan) -> dict:
+    """The first rung: tuning.evidence_score of the attention stage's pseudo labels on the images they label (the
+    classifier trained on these images, so this ranks settings, it does not judge them: the later rungs do)."""
+    return evidence(cfg.attention.out, "pseudo labels", ["id", "label", "image", "mask"], cfg, plan, "")
 
 
 def val_miou(cfg: Any, plan: Plan, model: str) -> dict:
@@ -143,28 +183,37 @@ def score(cfg: Any, plan: Plan, model: str) -> dict:
     return val_miou(cfg, plan, model) if plan.objective == "val_miou" else label_free(cfg, plan, model)
 
 
-def steps(params: dict, plan: Plan, part: int) -> dict:
-    """Part 1: the trial's stages up to its first segmenter (all of them when it reports once), scored; part 2:
-    the rest (fine-tuning), scored. Values the pipeline refuses score tuning.INVALID."""
+def trial_stages(cfg: Any, plan: Plan) -> list:
+    """The stages a trial runs: from the first tuned one on, never a scoring stage."""
+    at = plan.order.index
+    return [s for s in registry.stages_of(cfg) if at(s.name) >= at(plan.first) and s.name not in SCORING]
+
+
+def steps(params: dict, plan: Plan, rung: int) -> dict:
+    """The trial's stages up to rung `rung` (after the previous rung's), and that rung's score: the pseudo labels'
+    evidence after attention, the segmenter's after the segmenter, the final model's at the end. Values the
+    pipeline refuses score tuning.INVALID."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars, ctx.print_on_execution_start = False, False  # one line per trial, by the driver
+    name, at = plan.rungs[rung], plan.order.index
+    after = at(plan.rungs[rung - 1]) if rung > 0 else -1
     try:  # values the pipeline refuses, or a stage that finds them unusable (fine-tuning keeps no image)
         cfg = trial_config(params, plan)
-        at = plan.order.index
-        mine = [s for s in registry.stages_of(cfg) if at(s.name) >= at(plan.first) and s.name not in SCORING]
-        first_part = [s for s in mine if plan.reports == 1 or at(s.name) <= at("segmenter")]
-        for stage in first_part if part == 1 else [s for s in mine if s not in first_part]:
-            with locked(getattr(cfg, stage.name).out):
-                pipeline.run_one(cfg, stage, plan.classes)
+        for stage in trial_stages(cfg, plan):
+            if at(stage.name) > after and (name == "final" or at(stage.name) <= at(name)):
+                with locked(getattr(cfg, stage.name).out):
+                    pipeline.run_one(cfg, stage, plan.classes)
     except C.ConfigError as e:
         return {"objective": tuning.INVALID, "valid": 0, "stage": "final", "error": str(e)}
-    if part == 1 and plan.reports > 1:
-        return {**score(cfg, plan, cfg.segmenter.out), "valid": 1, "stage": "segmenter"}
+    if name == "attention":  # label_free only (rungs_of): val_miou has no model to score yet
+        return {**pseudo_evidence(cfg, plan), "valid": 1, "stage": name}
+    if name == "segmenter":
+        return {**score(cfg, plan, cfg.segmenter.out), "valid": 1, "stage": name}
     return {**score(cfg, plan, cfg.predict.model), "valid": 1, "stage": "final", "model": cfg.predict.model}
 
 
-def trial(params: dict, plan: Plan) -> None:
-    """Ray Tune function trainable: report after the first segmenter (when fine-tuning follows) and at the end.
+def trial(params: dict, plan: Plan, reduction_factor: int = 3) -> None:
+    """Ray Tune function trainable: one report per rung, its `rung` ASHA's time (1, r, r^2).
 
     The work runs in a task outside the trial's placement group: Tune places a trial's child tasks in the trial's
     own bundle, where the stages' Ray Data and Ray Train work (1 CPU per task) would wait forever."""
@@ -173,8 +222,8 @@ def trial(params: dict, plan: Plan) -> None:
 
     task = ray.remote(steps).options(num_cpus=0, max_retries=0,
                                      scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    for part in (1, 2) if plan.reports > 1 else (1,):
-        result = ray.get(task.remote(params, plan, part))
-        tune.report(result)
+    for i in range(len(plan.rungs)):
+        result = ray.get(task.remote(params, plan, i))
+        tune.report({**result, "rung": rung_value(i, reduction_factor)})
         if not result["valid"]:
             return
