@@ -117,7 +117,7 @@ def _run(cfg: PipelineConfig) -> dict:
                                   C.flatten(C.to_dict(cfg)))
     timer, counts, results, audits = _Timer(), {}, {}, {}
     classes: list[str] = []
-    truth: dict = {}
+    truth: Any = None  # the hidden truth's object ref, read once by a task when a stage audits
     try:
         ensure_ray(cfg.ray_address, cfg.num_cpus)
         for stage in registry.stages_of(cfg):
@@ -132,7 +132,7 @@ def _run(cfg: PipelineConfig) -> dict:
                 classes = classes or list(meta.get("classes") or [])
                 audit = stage.auditor() if cfg.source == "synth" else None
                 if audit is not None:  # measurement only: the hidden truth never feeds a stage
-                    truth = truth or _truth(cfg)
+                    truth = truth if truth is not None else _truth(cfg)
                     audits[stage.name] = audit(scfg, meta, truth, classes)
                     for name, q in audits[stage.name].items():
                         st.log_metrics({f"{name}_{k}": q[k] for k in ("miou", "precision", "ignored")})
@@ -147,21 +147,24 @@ def _run(cfg: PipelineConfig) -> dict:
         raise
 
 
-def _truth(cfg: PipelineConfig) -> dict:
-    from inetseg import audit
+def _truth(cfg: PipelineConfig) -> Any:
+    from inetseg.stages import audit
 
-    return audit.load_truth(cfg.synth.out)
+    return audit.truth_ref(cfg.synth.out)
 
 
 def _score(cfg: PipelineConfig, result: dict, counts: dict, seconds: dict, run_id: str,
-           classes: list[str], audits: dict, truth: dict) -> tuple[dict, bytes]:
+           classes: list[str], audits: dict, truth: Any) -> tuple[dict, bytes]:
     """The summary of a scored run and its picture grid (with the synthetic corpus's hidden-truth audits)."""
-    from inetseg import audit, report
+    from inetseg import report
+    from inetseg.stages import audit
 
     pseudo_q = filter_q = None
     if cfg.source == "synth":  # measurement only: the hidden truth never feeds a stage
         pseudo_q = audits.get("attention", {}).get("pseudo")
-        filter_q = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth or _truth(cfg))
+        # what the filter kept: the split's input with fine-tuning on (the classifier then reads its train cut)
+        filter_q = audit.filter_quality(cfg.filter.images, cfg.split.images or cfg.classifier.images,
+                                        truth if truth is not None else _truth(cfg))
     grid = report.grid_png(cfg, classes, cfg.evaluate.grid_images)
     storage.write_bytes(storage.join(cfg.out, "grid.png"), grid)
     summary = build_summary(result, pseudo_q, filter_q, counts, seconds, run_id, classes)

@@ -135,7 +135,7 @@ STAGES: tuple[Stage, ...] = (
           required=(("images", "model", "out"),),
           inputs={"images": In(("split.train", "filter.images", "ingest")), "model": In(("classifier",))},
           metrics=lambda m: [({k: m[k] for k in ("images", "mean_ignored", "mean_foreground")}, None)],
-          counts=lambda m: {"pseudo_labelled": m["images"]}, audit="inetseg.audit:attention_audit"),
+          counts=lambda m: {"pseudo_labelled": m["images"]}, audit="inetseg.stages.audit:attention_audit"),
     Stage("segmenter", C.SegmenterConfig, "inetseg.stages.segmenter:run", folder="segmenter",
           help="train the DeepLab-style segmenter on pseudo labels (pseudo= model= out=)",
           required=(("pseudo", "model", "out"),), inputs={"pseudo": In(("attention",)), "model": In(("classifier",))},
@@ -151,7 +151,7 @@ STAGES: tuple[Stage, ...] = (
           metrics=lambda m: [({k: r[k] for k in ("images", "kept", "kept_share", "mean_p_tag")}, r["round"])
                              for r in m["rounds"]],
           counts=lambda m: {"finetune_kept": m["rounds"][-1]["kept"]} if m["rounds"] else {},
-          audit="inetseg.audit:finetune_audit", model_kind="segmenter"),
+          audit="inetseg.stages.audit:finetune_audit", model_kind="segmenter"),
     Stage("predict", C.PredictConfig, "inetseg.stages.predict:run", folder="predictions",
           help="run the segmenter over a test table (test= model= out=)", required=(("test", "model", "out"),),
           inputs={"test": In(("testset",)), "model": In(("finetune.model", "segmenter"))}, enabled=scored,

@@ -9,8 +9,9 @@ import copy
 import time
 from typing import Any
 
-from inetseg import audit, pipeline, registry, shards, storage
+from inetseg import pipeline, registry, shards, storage
 from inetseg.registry import PipelineConfig
+from inetseg.stages import audit as truth_audit
 from jobs.ablation_table import Row, stage_owners
 
 # --fast: the whole table in minutes on 2 CPU cores (tests/conftest.py's TINY without filter rounds, plus
@@ -115,7 +116,7 @@ def run_row(cfg: PipelineConfig, row: Row, classes: list[str], truth: dict, st: 
     if ev.get("before_crf"):
         entry["miou_no_crf"] = ev["before_crf"]["miou"]
     if "attention" in results:  # measurement only: the truth never reaches a stage
-        q = audit.pseudo_label_quality(cfg.attention.out, truth, classes)
+        q = truth_audit.pseudo_label_quality(cfg.attention.out, truth, classes)
         entry.update({"pseudo_miou": q["miou"], "precision": q["precision"], "ignored": q["ignored"],
                       "pseudo_images": q["images"], "pseudo_per_class_iou": q["per_class_iou"],
                       "pseudo": cfg.attention.out})

@@ -31,6 +31,7 @@ from inetseg import audit, baselines, imaging, masks, metrics, pipeline, schema,
 from inetseg import config as C
 from inetseg.registry import PipelineConfig
 from inetseg.sources import tagged
+from inetseg.stages import audit as truth_audit
 
 log = logging.getLogger("inetseg")
 
@@ -136,7 +137,7 @@ def run_seed(args: argparse.Namespace, split: tagged.Split, dirs: dict, truth: d
                  f"ingest.classes={','.join(split.classes)}", *args.overrides]
     cfg = pipeline.load_config(args.preset, args.config, overrides)
     summary = pipeline.run(cfg)
-    pseudo_q = audit.pseudo_label_quality(cfg.attention.out, {k: v for k, v in truth.items() if v["mask"]},
+    pseudo_q = truth_audit.pseudo_label_quality(cfg.attention.out, {k: v for k, v in truth.items() if v["mask"]},
                                           split.classes)
     return cfg, {
         "miou": summary["miou"], "miou_no_crf": summary["miou_no_crf"],
@@ -177,7 +178,8 @@ def main(argv: list[str]) -> int:
             result[f"{key}_over_seeds"] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
         write_json(args.out, result)
     if split.distractors:
-        result["filter_quality"] = audit.filter_quality(cfg.filter.images, cfg.classifier.images, truth)
+        result["filter_quality"] = audit.filter_quality(cfg.filter.images, cfg.split.images or cfg.classifier.images,
+                                                         truth)
     if not args.no_oracle:
         t1 = time.time()
         orc = oracle(cfg, truth, work)

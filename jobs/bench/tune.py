@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from inetseg import audit, pipeline, registry, storage, tuning
 from inetseg import config as C
 from inetseg.config.tuning import TuneConfig
+from inetseg.stages import audit as truth_audit
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +54,7 @@ def trial_quality(plan, trial: dict, truth: dict, test_table: str, root: str) ->
     from inetseg.train import tune_trial as T
 
     cfg = T.trial_config(trial["config"], plan)
-    pseudo = audit.pseudo_label_quality(cfg.attention.out, truth, plan.classes)
+    pseudo = truth_audit.pseudo_label_quality(cfg.attention.out, truth, plan.classes)
     scoring = dataclasses.replace(plan, val_table=test_table, root=root)
     return {"pseudo_miou": pseudo["miou"], "pseudo_precision": pseudo["precision"],
             "test_miou": T.val_miou(cfg, scoring, cfg.predict.model)["val_miou"]}
