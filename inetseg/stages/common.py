@@ -18,6 +18,19 @@ from inetseg.ingest.duplicates import duplicates_file
 log = logging.getLogger("inetseg")
 
 
+# Worker loggers that speak for Ray, not for the run: the cleaner's state-API warning (see ensure_ray), Ray Train's
+# per-report and per-checkpoint lines and Ray Data's per-dataset lines inside the training workers (the stages log
+# their own epoch and progress lines).
+QUIET_WORKER_LOGGERS = {"ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
+                        "ray.train": logging.WARNING, "ray.data": logging.WARNING}
+
+
+def quiet_worker_logs() -> None:
+    """Ray worker_process_setup_hook of a local run: QUIET_WORKER_LOGGERS' levels in every worker process."""
+    for name, level in QUIET_WORKER_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> None:
     """Connect to Ray once: an existing cluster (address / RAY_ADDRESS / inside a job) or a local one.
     quiet: for a job that prints its own progress (jobs/ablation.py), no Ray Data progress bars and no worker
@@ -31,8 +44,11 @@ def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> Non
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**kwargs)
     else:
-        # "local" starts a fresh Ray even when a `ray start` cluster runs on this machine.
-        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False, **kwargs)
+        # "local" starts a fresh Ray even when a `ray start` cluster runs on this machine. Without a dashboard
+        # there is no state API, and Ray Train's placement-group cleaner warns about it every second of every
+        # training (561 of a demo run's 1020 console lines): its workers start with that logger quieted.
+        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False,
+                 runtime_env={"worker_process_setup_hook": "inetseg.stages.common.quiet_worker_logs"}, **kwargs)
     ctx = ray.data.DataContext.get_current()
     # Progress bars are for a terminal: written to a file or `ray job logs` they become thousands of lines per
     # dataset (143 MB for a demo run), burying the stage lines. There, as with quiet, the stages' own log lines
