@@ -148,17 +148,20 @@ class BusyError(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive(folder: str, what: str = "out") -> Iterator[None]:
-    """Hold <folder>/.inetseg.lock for the block (created if needed): a second run on the same local folder gets a
-    one-line BusyError naming the holder instead of interleaving its writes. The OS drops the lock when the holder
-    dies, so a killed run never leaves it stale. URIs (s3://, gs://) are not locked."""
+def exclusive(folder: str, what: str = "out", wait: bool = False, lock_file: str = "") -> Iterator[None]:
+    """Hold <folder>/.inetseg.lock (or `lock_file`) for the block, created if needed: a second run on the same local
+    folder gets a one-line BusyError naming the holder instead of interleaving its writes (with wait, it waits its
+    turn: tune trials sharing a stage folder). A lock_file beside the folder survives a stage that deletes and
+    re-creates its folder. The OS drops the lock when the holder dies, so a killed run never leaves it stale. URIs
+    (s3://, gs://) are not locked."""
     if is_uri(folder):
         yield
         return
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, ".inetseg.lock"), "a+") as f:
+    path = lock_file or os.path.join(folder, ".inetseg.lock")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0)
             raise BusyError(f"{what}={folder} is in use by another run ({f.read().strip() or 'unknown'}); wait "

@@ -36,6 +36,24 @@ def test_the_lock_goes_with_its_holder_even_when_killed(tmp_path):
         pass
 
 
+def test_with_wait_a_second_holder_takes_its_turn_and_a_sibling_lock_survives_the_folder(tmp_path):
+    stage = tmp_path / "stages" / "pseudo" / "abc"
+    lock = str(stage) + ".lock"  # beside the folder: a stage may delete and re-create its folder
+    holder = subprocess.Popen([sys.executable, "-c", "import shutil, sys, time; from inetseg import storage\n"
+                               f"with storage.exclusive({str(stage)!r}, wait=True, lock_file={lock!r}):\n"
+                               f"    print('held', flush=True); shutil.rmtree({str(tmp_path / 'stages')!r}, True)\n"
+                               "    time.sleep(3)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.time()
+        with storage.exclusive(str(stage), wait=True, lock_file=lock):  # waits for the holder, then holds
+            waited = time.time() - t0
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert waited > 2.0  # the holder kept it for its 3 s, though its folder was deleted meanwhile
+
+
 def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

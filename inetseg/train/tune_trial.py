@@ -4,13 +4,10 @@ Reports to Ray Tune at each rung: after attention (the evidence of its pseudo la
 first segmenter and when finished, so ASHA stops a poor threshold setting before it pays for a segmenter."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import fcntl
 import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -163,21 +160,6 @@ def trial_config(params: dict, plan: Plan) -> Any:
                                                                                             plan.order)))
 
 
-@contextlib.contextmanager
-def locked(path: str) -> Iterator[None]:
-    """One trial at a time in a stage folder two trials share (local folders; a URI out is not locked)."""
-    if storage.is_uri(path):
-        yield
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def score(cfg: Any, plan: Plan, model: str) -> dict:
     """The trial's objective for `model`, as the search was configured."""
     return val_miou(cfg, plan, model) if plan.objective == "val_miou" else label_free(cfg, plan, model)
@@ -201,7 +183,8 @@ def steps(params: dict, plan: Plan, rung: int) -> dict:
         cfg = trial_config(params, plan)
         for stage in trial_stages(cfg, plan):
             if at(stage.name) > after and (name == "final" or at(stage.name) <= at(name)):
-                with locked(getattr(cfg, stage.name).out):
+                out = getattr(cfg, stage.name).out  # one trial at a time in a stage folder trials share
+            with storage.exclusive(out, "stage", wait=True, lock_file=out.rstrip("/") + ".lock"):
                     pipeline.run_one(cfg, stage, plan.classes)
     except C.ConfigError as e:
         return {"objective": tuning.INVALID, "valid": 0, "stage": "final", "error": str(e)}
