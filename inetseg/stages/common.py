@@ -60,15 +60,20 @@ def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> Non
         logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def read_stage(path: str, what: str, columns: list[str] | None = None) -> ray.data.Dataset:
-    """A finished stage output as a lazy Ray Dataset (raises FileNotFoundError if missing)."""
+def read_stage(path: str, what: str, columns: list[str] | None = None, block_rows: int = 0) -> ray.data.Dataset:
+    """A finished stage output as a lazy Ray Dataset (raises FileNotFoundError if missing).
+
+    block_rows > 0: blocks of at most that many rows (a streaming split, no shuffle). A table of one file is one
+    block, and a pool maps a block in one task or actor: the CRF over a 1.5k-image test table ran on one core of
+    two (jobs/bench/crf.py --source), and predict would use one GPU of eight."""
     shards.require(path, what)
     files = shards.parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{what} at {path} has no Parquet files")
     with parquet_reader_v1():
         ds = ray.data.read_parquet(files, file_extensions=["parquet"])
-    return ds.select_columns(columns) if columns else ds
+    ds = ds.select_columns(columns) if columns else ds
+    return ds.repartition(target_num_rows_per_block=block_rows) if block_rows > 0 else ds
 
 
 @contextlib.contextmanager

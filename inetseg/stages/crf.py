@@ -29,7 +29,7 @@ def run(cfg: C.CRFConfig, resume: bool = True) -> dict:
 
     def body() -> dict:
         t0 = time.time()
-        ds = read_stage(cfg.predictions, "predictions")
+        ds = read_stage(cfg.predictions, "predictions", block_rows=cfg.compute.inference_batch_size)
         out = ds.map_batches(_refine, batch_format="numpy", fn_kwargs={"cfg": cfg}, **task_pool(cfg.compute))
         write_stage(out, cfg.out, schema.PREDICTIONS, 500)
         return {"images": shards.count_rows(cfg.out), "seconds": time.time() - t0,

@@ -49,7 +49,7 @@ def run(cfg: C.PredictConfig, resume: bool = True) -> dict:
 
     def body() -> dict:
         t0 = time.time()
-        ds = read_stage(cfg.test, "test table")
+        ds = read_stage(cfg.test, "test table", block_rows=cfg.compute.inference_batch_size)
         out = ds.map_batches(Predictor, batch_format="numpy",
                              fn_constructor_kwargs={"model_dir": cfg.model, "cfg": cfg},
                              **actor_pool(cfg.compute))
