@@ -63,9 +63,9 @@ def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> Non
 def read_stage(path: str, what: str, columns: list[str] | None = None, block_rows: int = 0) -> ray.data.Dataset:
     """A finished stage output as a lazy Ray Dataset (raises FileNotFoundError if missing).
 
-    block_rows > 0: blocks of at most that many rows (a streaming split, no shuffle). A table of one file is one
-    block, and a pool maps a block in one task or actor: the CRF over a 1.5k-image test table ran on one core of
-    two (jobs/bench/crf.py --source), and predict would use one GPU of eight."""
+    block_rows > 0: blocks of at most that many rows (a streaming split, no shuffle). A table of small rows in one
+    file reads as one block, and a pool maps a block in one task or actor: predict over a 1.5k-image test table
+    would use one GPU of eight."""
     shards.require(path, what)
     files = shards.parquet_files(path)
     if not files:
