@@ -39,3 +39,22 @@ def spread(values: list[float]) -> dict:
 def ratio_spread(num: list[float], den: list[float]) -> dict:
     """Per-repeat ratios num[i] / den[i] of measurements taken side by side, as spread()."""
     return spread([a / b for a, b in zip(num, den)])
+
+
+def tree_memory(root) -> dict | None:
+    """RSS and PSS summed over a psutil.Process and its descendants, and the root's own RSS; None once it is gone."""
+    import psutil
+
+    try:
+        family = [root, *root.children(recursive=True)]
+        root_rss = root.memory_info().rss
+    except psutil.NoSuchProcess:
+        return None
+    rss = pss = 0
+    for p in family:
+        try:
+            m = p.memory_full_info()
+            rss, pss = rss + m.rss, pss + m.pss
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            pass
+    return {"rss": rss, "pss": pss, "root_rss": root_rss}

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from inetseg import config as C
 from inetseg import download, imaging, storage
 from inetseg.sources import synth
-from jobs.bench.common import machine, spread, versions
+from jobs.bench.common import machine, spread, tree_memory, versions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -322,18 +322,10 @@ def peak_tree(cmd: list[str], interval: float) -> dict:
     root = psutil.Process(proc.pid)
     peak_pss = peak_rss = 0
     while proc.poll() is None:
-        pss = rss = 0
-        try:
-            family = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+        mem = tree_memory(root)
+        if mem is None:
             break
-        for p in family:
-            try:
-                m = p.memory_full_info()
-                pss, rss = pss + m.pss, rss + m.rss
-            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                pass
-        peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+        peak_pss, peak_rss = max(peak_pss, mem["pss"]), max(peak_rss, mem["rss"])
         time.sleep(interval)
     err = proc.stderr.read() if proc.stderr else ""
     if proc.returncode != 0:

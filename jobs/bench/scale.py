@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from inetseg import config as C
 from inetseg import storage
-from jobs.bench.common import machine, versions
+from jobs.bench.common import machine, tree_memory, versions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TAGS = 5
@@ -112,19 +112,11 @@ def watch(cmd: list[str], interval: float, spill: str, log_path: str) -> dict:
         root = psutil.Process(proc.pid)
         peak = {"rss": 0, "pss": 0, "driver_rss": 0, "spill": 0}
         while proc.poll() is None:
-            rss = pss = 0
-            try:
-                family = [root, *root.children(recursive=True)]
-                peak["driver_rss"] = max(peak["driver_rss"], root.memory_info().rss)
-            except psutil.NoSuchProcess:
+            mem = tree_memory(root)
+            if mem is None:
                 break
-            for p in family:
-                try:
-                    m = p.memory_full_info()
-                    rss, pss = rss + m.rss, pss + m.pss
-                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                    pass
-            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+            peak["driver_rss"] = max(peak["driver_rss"], mem["root_rss"])
+            peak["rss"], peak["pss"] = max(peak["rss"], mem["rss"]), max(peak["pss"], mem["pss"])
             peak["spill"] = max(peak["spill"], dir_bytes(spill))
             time.sleep(interval)
     seconds = time.perf_counter() - t0
