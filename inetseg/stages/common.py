@@ -127,10 +127,16 @@ def filter_ids(batch: pa.Table, ids: pa.Array | pa.ChunkedArray, keep: bool) -> 
     return batch.filter(hit if keep else pc.invert(hit))
 
 
+# What the cast and the write tasks reserve: they take milliseconds per batch, and at a whole CPU each they took
+# turns with the stage's own tasks for the node's CPUs (the CRF pool ran at one core's speed on two).
+LIGHT_CPUS = 0.1
+
+
 def write_stage(ds: ray.data.Dataset, path: str, schema: pa.Schema, rows_per_file: int = 2000) -> None:
     """Stream `ds` into `path` as Parquet files of the declared schema (caller marks completion)."""
-    ds = ds.map_batches(_conform, fn_kwargs={"schema": schema}, batch_format="pyarrow")
-    ds.write_parquet(storage.absolute(path), min_rows_per_file=rows_per_file)
+    ds = ds.map_batches(_conform, fn_kwargs={"schema": schema}, batch_format="pyarrow", num_cpus=LIGHT_CPUS)
+    ds.write_parquet(storage.absolute(path), min_rows_per_file=rows_per_file,
+                     ray_remote_args={"num_cpus": LIGHT_CPUS})
 
 
 def _conform(batch: pa.Table, schema: pa.Schema) -> pa.Table:
