@@ -184,7 +184,7 @@ def steps(params: dict, plan: Plan, rung: int) -> dict:
         for stage in trial_stages(cfg, plan):
             if at(stage.name) > after and (name == "final" or at(stage.name) <= at(name)):
                 out = getattr(cfg, stage.name).out  # one trial at a time in a stage folder trials share
-            with storage.exclusive(out, "stage", wait=True, lock_file=out.rstrip("/") + ".lock"):
+                with storage.exclusive(out, "stage", wait=True, lock_file=out.rstrip("/") + ".lock"):
                     pipeline.run_one(cfg, stage, plan.classes)
     except C.ConfigError as e:
         return {"objective": tuning.INVALID, "valid": 0, "stage": "final", "error": str(e)}
