@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -77,7 +77,25 @@ def read_stage(path: str, what: str, columns: list[str] | None = None, block_row
 
 
 @contextlib.contextmanager
-def parquet_reader_v1():
+def data_context(**settings: Any) -> Iterator[None]:
+    """Datasets built inside this block get these DataContext settings (a Dataset copies the context it was made
+    under); the global context is restored afterwards.
+
+    op_resource_reservation_enabled=False is for a stage whose one heavy operator should have every CPU: Ray Data
+    otherwise reserves a share for each light operator around it (the CRF's tasks ran one at a time on two CPUs;
+    the ingest has a single operator and nothing to reserve for)."""
+    ctx = ray.data.DataContext.get_current()
+    saved = {k: getattr(ctx, k) for k in settings}
+    for k, v in settings.items():
+        setattr(ctx, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+
+
+def parquet_reader_v1() -> contextlib.AbstractContextManager[None]:
     """Build datasets inside this block with Ray Data's V1 Parquet reader (each Dataset keeps the context
     it was created under, so the global setting is restored afterwards).
 
@@ -87,13 +105,7 @@ def parquet_reader_v1():
     the read went 1.0 s -> 0.12 s per epoch and the first batch arrived 1.1 s -> 0.2 s after the epoch began.
     We list our own files (the table's marker knows them), so V2's distributed listing buys nothing.
     """
-    ctx = ray.data.DataContext.get_current()
-    before = ctx.use_datasource_v2
-    ctx.use_datasource_v2 = False
-    try:
-        yield
-    finally:
-        ctx.use_datasource_v2 = before
+    return data_context(use_datasource_v2=False)
 
 
 def usable_images(path: str, what: str, columns: list[str]) -> ray.data.Dataset:

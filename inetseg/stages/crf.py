@@ -5,12 +5,11 @@ import logging
 import time
 
 import pyarrow as pa
-import ray
 
 from inetseg import config as C
 from inetseg import schema, shards
 from inetseg.crf import refine_png
-from inetseg.stages.common import declared_fingerprint, read_stage, run_stage, task_pool, write_stage
+from inetseg.stages.common import data_context, declared_fingerprint, read_stage, run_stage, task_pool, write_stage
 
 log = logging.getLogger("inetseg")
 
@@ -30,18 +29,12 @@ def run(cfg: C.CRFConfig, resume: bool = True) -> dict:
 
     def body() -> dict:
         t0 = time.time()
-        ctx = ray.data.DataContext.get_current()
-        saved = ctx.op_resource_reservation_enabled
-        # Set before the Dataset is made (it copies the context). Ray Data reserves a share of the CPUs for each
-        # operator (read, split, cast, write); with them the CRF tasks ran one at a time on two CPUs (0.42 per
-        # core against a bare loop, jobs/bench/crf.py --source), and the others need almost none.
-        ctx.op_resource_reservation_enabled = False
-        try:
+        # No CPU reserved for the read, split, cast and write operators: with it the CRF tasks ran one at a time on
+        # two CPUs (0.42 per core against a bare loop, jobs/bench/crf.py --source), and those need almost none.
+        with data_context(op_resource_reservation_enabled=False):
             ds = read_stage(cfg.predictions, "predictions", block_rows=cfg.compute.inference_batch_size)
             out = ds.map_batches(_refine, batch_format="numpy", fn_kwargs={"cfg": cfg}, **task_pool(cfg.compute))
             write_stage(out, cfg.out, schema.PREDICTIONS, 500)
-        finally:
-            ctx.op_resource_reservation_enabled = saved
         return {"images": shards.count_rows(cfg.out), "seconds": time.time() - t0,
                 "classes": shards.read_marker(cfg.predictions).get("classes", [])}
 

@@ -15,7 +15,7 @@ from inetseg.ingest.listing import list_source
 from inetseg.ingest.plan import open_folder, plan_shards, remove_stale, shard_done
 from inetseg.ingest.stats import stats_table, totals
 from inetseg.ingest.worker import ingest_shard
-from inetseg.stages.common import run_stage
+from inetseg.stages.common import data_context, run_stage
 
 log = logging.getLogger("inetseg")
 
@@ -27,13 +27,9 @@ def _run_shards(cfg: C.IngestConfig, pending: list[dict], total_rows: int, progr
                                   retries=cfg.download_retries, threads=cfg.download_threads,
                                   per_host=cfg.per_host_concurrency, allow_private_hosts=cfg.allow_private_hosts)
     done_rows = total_rows - sum(len(s["sources"]) for s in pending)
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.enable_progress_bars, ctx.op_resource_reservation_enabled
-    # Set before the Dataset is made (it copies the context). One image-level bar instead of Ray
-    # Data's per-operator ones; and this dataset has a single operator, so there is nothing
-    # downstream to reserve resources for: the reservation would only hold CPUs back.
-    ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = False, False
-    try:
+    # One image-level bar instead of Ray Data's per-operator ones; and this dataset has a single operator, so
+    # there is nothing downstream to reserve resources for: the reservation would only hold CPUs back.
+    with data_context(enable_progress_bars=False, op_resource_reservation_enabled=False):
         ds = ray.data.from_items(pending, override_num_blocks=len(pending))
         ds = ds.map(ingest_shard, num_cpus=1, fn_kwargs={"out": storage.absolute(cfg.out), "limits": limits,
                                                          "quality": cfg.jpeg_quality, "policy": policy,
@@ -41,8 +37,6 @@ def _run_shards(cfg: C.IngestConfig, pending: list[dict], total_rows: int, progr
         with tqdm(total=total_rows, initial=done_rows, desc="ingest", unit="img", disable=not progress) as bar:
             for row in ds.iter_rows():
                 bar.update(int(row["total"]))
-    finally:
-        ctx.enable_progress_bars, ctx.op_resource_reservation_enabled = saved
 
 
 def run(cfg: C.IngestConfig, resume: bool = True, progress: bool = True) -> dict:
