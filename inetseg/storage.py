@@ -158,14 +158,25 @@ def exclusive(folder: str, what: str = "out", wait: bool = False, lock_file: str
         yield
         return
     path = lock_file or os.path.join(folder, ".inetseg.lock")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "a+") as f:
+    while True:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        f = open(path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0)
-            raise BusyError(f"{what}={folder} is in use by another run ({f.read().strip() or 'unknown'}); wait "
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise BusyError(f"{what}={folder} is in use by another run ({holder}); wait "
                             "for it to finish or choose another out") from None
+        try:  # the file we locked may have been deleted (a wiped out folder) while we waited: lock the new one
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    with f:
         f.truncate(0)
         f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         f.flush()

@@ -1,5 +1,6 @@
 """A run owns its out: a second run on the same folder, or an out that cannot be written, is a one-line error
 before any work (no Ray start, no training), and a finished or killed run leaves no stale lock."""
+import os
 import subprocess
 import sys
 import time
@@ -39,9 +40,11 @@ def test_the_lock_goes_with_its_holder_even_when_killed(tmp_path):
 def test_with_wait_a_second_holder_takes_its_turn_and_a_sibling_lock_survives_the_folder(tmp_path):
     stage = tmp_path / "stages" / "pseudo" / "abc"
     lock = str(stage) + ".lock"  # beside the folder: a stage may delete and re-create its folder
+    stage.mkdir(parents=True)
+    (stage / "part-0.parquet").write_text("old")
     holder = subprocess.Popen([sys.executable, "-c", "import shutil, sys, time; from inetseg import storage\n"
                                f"with storage.exclusive({str(stage)!r}, wait=True, lock_file={lock!r}):\n"
-                               f"    print('held', flush=True); shutil.rmtree({str(tmp_path / 'stages')!r}, True)\n"
+                               f"    print('held', flush=True); shutil.rmtree({str(stage)!r})\n"
                                "    time.sleep(3)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -52,6 +55,7 @@ def test_with_wait_a_second_holder_takes_its_turn_and_a_sibling_lock_survives_th
         holder.kill()
         holder.wait(timeout=30)
     assert waited > 2.0  # the holder kept it for its 3 s, though its folder was deleted meanwhile
+    assert not stage.exists() and os.path.exists(lock)
 
 
 def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys):
