@@ -73,7 +73,9 @@ def test_verdicts_keep_smallest_id_and_handle_cross_tag(policy):
     ids = ["id3", "id1", "id2", "id9", "id8"]
     tags = ["cat", "cat", "cat", "cat", "dog"]
     groups = np.array([0, 0, 0, 3, 3])
-    v = dedupe.verdicts(ids, tags, groups, policy)
+    table = dedupe.verdicts(ids, tags, groups, policy)
+    assert table.column("id").to_pylist() == sorted(table.column("id").to_pylist())
+    v = {r["id"]: (r["status"], r["dup_of"]) for r in table.to_pylist()}
     assert v["id3"] == ("duplicate", "id1") and v["id2"] == ("duplicate", "id1") and "id1" not in v
     if policy == "drop":
         assert v["id9"] == ("ambiguous", "id8") and v["id8"] == ("ambiguous", "id8")

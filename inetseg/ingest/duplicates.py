@@ -33,13 +33,8 @@ def find_duplicates(out: str, names: list[str], cfg: C.IngestConfig) -> pa.Table
         columns=["id", "tag", "status", "sha1", "phash"], filter=pc.field("status") == schema.STATUS_OK)
     if t.num_rows < 2:
         return schema.DUPLICATES.empty_table()
-    ids = t.column("id").to_pylist()
-    groups = dedupe.find_groups(t.column("sha1").to_pylist(), t.column("phash").to_numpy(),
-                                cfg.dedupe_max_distance)
-    verdict = dedupe.verdicts(ids, t.column("tag").to_pylist(), groups, cfg.ambiguous)
-    keys = sorted(verdict)
-    return pa.Table.from_pydict({"id": keys, "status": [verdict[k][0] for k in keys],
-                                 "dup_of": [verdict[k][1] for k in keys]}, schema=schema.DUPLICATES)
+    groups = dedupe.find_groups(t.column("sha1"), t.column("phash").to_numpy(), cfg.dedupe_max_distance)
+    return dedupe.verdicts(t.column("id"), t.column("tag"), groups, cfg.ambiguous).cast(schema.DUPLICATES)
 
 
 def usable_rows(images: str, columns: list[str]) -> pa.Table:
