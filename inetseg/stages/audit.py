@@ -45,5 +45,8 @@ def finetune_audit(cfg: Any, meta: dict, truth: Any, classes: list[str]) -> dict
 
 
 def filter_quality(images_in: str, images_out: str, truth: dict | pa.Table | ray.ObjectRef) -> dict:
-    """audit.filter_quality with the truth fetched from the object store when given as a ref."""
-    return audit.filter_quality(images_in, images_out, ray.get(truth) if isinstance(truth, ray.ObjectRef) else truth)
+    """audit.filter_quality; with the truth as an object ref, in a task beside it (the driver never fetches the
+    truth's masks: a transfer on a cluster), returning only the small dict."""
+    if isinstance(truth, ray.ObjectRef):
+        return ray.get(ray.remote(num_cpus=0.1)(audit.filter_quality).remote(images_in, images_out, truth))
+    return audit.filter_quality(images_in, images_out, truth)
