@@ -4,7 +4,7 @@ import torch
 
 from inetseg import imaging
 from inetseg.schema import IGNORE
-from inetseg.train.data import classifier_batch, in_holdout, normalise, segmenter_batch, to_input
+from inetseg.train.data import classifier_batch, holdout_side, in_holdout, normalise, segmenter_batch, to_input
 
 
 def _rows(n=6, size=(40, 56)):
@@ -53,9 +53,10 @@ def test_holdout_is_deterministic_and_disjoint():
     assert np.array_equal(a, b)
     assert 0.07 < a.mean() < 0.13
     rows = _rows(20)
-    train = classifier_batch(rows, 16, False, holdout=0.5, want_holdout=False)
-    val = classifier_batch(rows, 16, False, holdout=0.5, want_holdout=True)
-    assert len(train["y"]) + len(val["y"]) == 20
+    train = holdout_side(rows, 0.5, want_holdout=False)
+    val = holdout_side(rows, 0.5, want_holdout=True)
+    assert len(train["id"]) + len(val["id"]) == 20 and not set(train["id"]) & set(val["id"])
+    assert set(train) == set(rows) and len(classifier_batch(val, 16, False)["y"]) == len(val["id"])
 
 
 def test_segmenter_batch_keeps_labels_and_ignore():

@@ -19,7 +19,7 @@ from inetseg.models.classifier import build_classifier
 from inetseg.models.io import META_FILE, MODEL_FILE, local_model_file
 from inetseg.stages.common import usable_images
 from inetseg.train import trainer, worker
-from inetseg.train.data import classifier_batch, decode_batch, to_input
+from inetseg.train.data import classifier_batch, decode_batch, holdout_side, to_input
 
 log = logging.getLogger("inetseg")
 
@@ -88,9 +88,11 @@ def check(cfg: C.ClassifierConfig) -> None:
 def datasets(cfg: C.ClassifierConfig, ds: ray.data.Dataset) -> dict[str, ray.data.Dataset]:
     """train (augmented), val (the held-out slice) and bn (whole, resized: as inference sees them) batches."""
     def batched(d: ray.data.Dataset, augment: bool, want_holdout: bool) -> ray.data.Dataset:
+        if cfg.holdout_fraction > 0:
+            d = d.map_batches(holdout_side, batch_format="numpy", batch_size=64,
+                              fn_kwargs={"holdout": cfg.holdout_fraction, "want_holdout": want_holdout})
         return d.map_batches(classifier_batch, batch_format="numpy", batch_size=64,
-                             fn_kwargs={"input_size": cfg.input_size, "augment": augment,
-                                        "holdout": cfg.holdout_fraction, "want_holdout": want_holdout})
+                             fn_kwargs={"input_size": cfg.input_size, "augment": augment})
 
     out = {"train": batched(ds.randomize_block_order(), True, False)}
     if cfg.holdout_fraction > 0:  # without a held-out slice every val batch would be empty

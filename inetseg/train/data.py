@@ -79,15 +79,19 @@ def _rgb(data) -> np.ndarray:
     return data if isinstance(data, np.ndarray) else imaging.decode_rgb(data)
 
 
-def classifier_batch(batch: dict, input_size: int, augment: bool, holdout: float = 0.0,
-                     want_holdout: bool = False) -> dict:
-    """Rows of the IMAGES table -> {'x': N x 3 x S x S uint8, 'y': N int64 (0-based class)}.
-
-    Keeps only the rows on the requested side of the holdout split.
-    """
+def holdout_side(batch: dict, holdout: float, want_holdout: bool) -> dict:
+    """The rows of a numpy batch on the requested side of the id-hash holdout split (all columns kept). A separate
+    step from classifier_batch: an empty batch of raw rows converts to Arrow, an empty image tensor does not (Ray
+    Data then pickles it and warns once per batch)."""
     keep = in_holdout(batch["id"], holdout) == want_holdout
-    images = [_rgb(d) for d, k in zip(batch["image"], keep) if k]
-    ys = [int(label) - 1 for label, k in zip(batch["label"], keep) if k]
+    return {k: v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_]
+            for k, v in batch.items()}
+
+
+def classifier_batch(batch: dict, input_size: int, augment: bool) -> dict:
+    """Rows of the IMAGES table -> {'x': N x 3 x S x S uint8, 'y': N int64 (0-based class)}."""
+    images = [_rgb(d) for d in batch["image"]]
+    ys = [int(label) - 1 for label in batch["label"]]
     return {"x": augment_images(images, input_size, augment), "y": np.asarray(ys, dtype=np.int64)}
 
 
