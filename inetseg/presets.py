@@ -85,5 +85,26 @@ REAL.update({
     "finetune": {"enabled": True, "labels": "region", "epochs": 0},
 })
 
-PRESETS = {"demo": DEMO, "real": REAL, "paper": PAPER, "none": {}}
-SYNTH_PRESETS = ("demo", "none")  # presets that may run on the synthetic corpus (source=synth)
+# The smallest whole pipeline that still learns, for CI and a first check of an install: a couple of minutes on
+# 2 cores. Its margin over the all-background baseline, over 5 seeds, is jobs/bench/results/ci-margin.json (the
+# end-to-end test asserts a margin it reliably reaches). Fine-tuning off: a short classifier names few held-out
+# objects above Eqn 12's mu (fine-tuning has its own tests).
+_CI_CPU = {**_CPU, "inference_batch_size": 32}
+_CI_NET = {**_CLASSIFIER, "width": 0.25, "input_size": 96, "batch_size": 32, "holdout_fraction": 0.1,
+           "compute": _CI_CPU}
+CI: dict = {
+    "out": "runs/ci",
+    "synth": {"num_classes": 3, "images_per_class": 60, "test_images": 30, "image_size": 96},
+    "ingest": {"max_side": 96, "rows_per_shard": 100},
+    "classifier": {**_CI_NET, "epochs": 12},
+    "filter": {"rounds": 1, "compute": _CI_CPU, "train": {**_CI_NET, "epochs": 3}},
+    "attention": {"input_size": 192, "compute": _CI_CPU},
+    "segmenter": {"input_size": 96, "epochs": 6, "batch_size": 16, "lr": 0.01, "compute": _CI_CPU},
+    "predict": {"input_size": 96, "compute": _CI_CPU},
+    "finetune": {"enabled": False},
+    "crf": {"iterations": 3, "compute": {"num_actors": 2, "cpus_per_worker": 1, "inference_batch_size": 8}},
+    "evaluate": {"grid_images": 3},
+}
+
+PRESETS = {"demo": DEMO, "real": REAL, "paper": PAPER, "ci": CI, "none": {}}
+SYNTH_PRESETS = ("demo", "ci", "none")  # presets that may run on the synthetic corpus (source=synth)
