@@ -7,7 +7,6 @@ import functools
 import logging
 import posixpath
 import time
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -74,18 +73,21 @@ def score(images: str, model_dir: str, out: str, rule: dict, round_: int, comput
     return {}
 
 
-def keep_images(images: str, kept_ids: list[str], out: str) -> dict:
+def keep_images(images: str, kept_ids: pa.Array, out: str) -> dict:
     """The IMAGES rows whose id was kept, into `out` (the next round's input); returns its marker fields."""
     ds = read_stage(images, "image shards").map_batches(
-        filter_ids, batch_format="pyarrow", fn_kwargs={"ids": pa.array(kept_ids, pa.string()), "keep": True})
+        filter_ids, batch_format="pyarrow", fn_kwargs={"ids": kept_ids, "keep": True})
     write_stage(ds, out, schema.IMAGES)
     return {"classes": classifier.classes_of(images), "ok": len(kept_ids), "total": len(kept_ids), "failed": {}}
 
 
 def round_counts(scores: pa.Table) -> dict:
     """in / kept / dropped overall and per tag, from a round's SCORES."""
-    per_in = Counter(scores.column("tag").to_pylist())
-    per_out = Counter(pc.filter(scores.column("tag"), scores.column("kept")).to_pylist())
+    def per_tag(tags: pa.ChunkedArray) -> dict[str, int]:  # Arrow counts: no Python string per image
+        return {v["values"]: v["counts"] for v in pc.value_counts(tags).to_pylist()}
+
+    per_in = per_tag(scores.column("tag"))
+    per_out = per_tag(pc.filter(scores.column("tag"), scores.column("kept")))
     kept = sum(per_out.values())
     return {"in": scores.num_rows, "kept": kept, "dropped": scores.num_rows - kept,
             "per_tag": {t: {"in": per_in[t], "kept": per_out.get(t, 0)} for t in sorted(per_in)}}
@@ -137,7 +139,7 @@ def run_round(cfg: C.FilterConfig, r: int, rule: dict, images: str, resume: bool
                   functools.partial(score, images, ccfg.out, sdir, rule, r, cfg.compute, folds_scored, f))
     scores = pa.concat_tables([shards.read_table(d, columns=["id", "tag", "kept"]) for d in score_dirs])
     counts = round_counts(scores)
-    kept_ids = pc.filter(scores.column("id"), scores.column("kept")).to_pylist()
+    kept_ids = pc.filter(scores.column("id"), scores.column("kept")).combine_chunks()
     fp = stage_fingerprint({"round": r}, *score_dirs)
     run_stage(f"filter round {r} keep", images_out, fp, resume, lambda: keep_images(images, kept_ids, images_out))
     return {"round": r, **rule, **counts, "classifier_val_acc": accs, "seconds": round(time.time() - t0, 2)}

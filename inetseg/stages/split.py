@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from inetseg import config as C
 from inetseg import filtering, finetune, schema, shards
-from inetseg.ingest.duplicates import usable_ids
+from inetseg.ingest.duplicates import usable_rows
 from inetseg.stages.common import declared_fingerprint, filter_ids, read_stage, run_stage, write_stage
+
+
+def _share(ids: pa.ChunkedArray, share: float, salt: str) -> np.ndarray:
+    """finetune.held_out over an Arrow id column, a chunk at a time (no list of every id on the driver)."""
+    parts = [finetune.held_out(chunk.to_pylist(), share, salt=salt) for chunk in ids.chunks]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def run(cfg: C.SplitConfig, resume: bool = True) -> dict:
@@ -21,9 +29,9 @@ def run(cfg: C.SplitConfig, resume: bool = True) -> dict:
 
     def body() -> dict:
         t0 = time.time()
-        ids = usable_ids(cfg.images)
-        val = finetune.held_out(ids, cfg.val_share, salt="val")
-        held = finetune.held_out(ids, cfg.share) & ~val
+        ids = usable_rows(cfg.images, ["id"]).column("id")  # Arrow: strings only a chunk at a time below
+        val = _share(ids, cfg.val_share, "val")
+        held = _share(ids, cfg.share, "finetune") & ~val
         classes = list(shards.read_marker(cfg.images)["classes"])
         counts = {}
         tables = filtering.split_tables(cfg.out)
@@ -31,7 +39,7 @@ def run(cfg: C.SplitConfig, resume: bool = True) -> dict:
                                                                           ("val", val, cfg.val_share)) if share > 0]
         for name, keep in parts:
             path = tables[name]
-            chosen = pa.array([i for i, k in zip(ids, keep) if k], pa.string())
+            chosen = pc.filter(ids, pa.array(keep)).combine_chunks()
             shards.prepare(path)
             ds = read_stage(cfg.images, "filtered image shards").map_batches(
                 filter_ids, batch_format="pyarrow", fn_kwargs={"ids": chosen, "keep": True})
