@@ -43,6 +43,15 @@ def tiny_run(tmp_path_factory, *overrides: str) -> tuple:
     return out, cfg, pipeline.run(cfg)
 
 
+def ci_run(tmp_path_factory, *overrides: str) -> tuple:
+    """The `ci` preset's whole pipeline (the smallest that learns) in a fresh folder: (out, config, summary)."""
+    from inetseg import pipeline
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = pipeline.load_config("ci", None, [f"out={out}", *overrides])
+    return out, cfg, pipeline.run(cfg)
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface (for a server a test starts)."""
     import socket
