@@ -29,6 +29,12 @@ VARIANTS = {
     "forward CAM only": {"maps": "forward"},
     "+ objectness (weight 1, real preset)": {"objectness": 1.0},
     "objectness alone (weight 1000)": {"objectness": 1000.0},
+    # Table 1's smoothing step (fused -> + Eqn 9, one cut) with and without the prior: does the prior, computed
+    # over the same segments, leave smoothing nothing to add?
+    "fused, one cut": {"smoothing": False, "trimap": False},
+    "fused + smoothing, one cut": {"trimap": False},
+    "fused + objectness, one cut": {"smoothing": False, "trimap": False, "objectness": 1.0},
+    "fused + objectness + smoothing, one cut": {"trimap": False, "objectness": 1.0},
 }
 
 
