@@ -89,7 +89,10 @@ def test_the_resumed_run_equals_an_uninterrupted_one(runs):
     for key in TRAINED:
         assert abs(summary["counts"][key] - ref["counts"][key]) <= 0.1 * ref["counts"]["ingested"], key
     assert summary["baseline_miou"] == pytest.approx(ref["baseline_miou"])
-    # TINY's segmenter predicts background everywhere (its mIoU is the baseline's; issue 15 item 6): equal.
-    assert summary["miou"] == pytest.approx(ref["miou"], abs=0.02)
+    # Training is not bit-reproducible (Ray Data's block order, the augmentations' generator), and TINY's segmenter
+    # sits at or a little above the all-background baseline: in the suite of 2026-12-01 one run scored 21.6 %
+    # (the baseline) and the other 24.3 %. Bounded at 5 points: the stage reuse and the equal counts above are this
+    # test's check; whether a run learns is test_pipeline_e2e's (preset ci).
+    assert summary["miou"] == pytest.approx(ref["miou"], abs=0.05)
     assert summary["pseudo_label_miou"] == pytest.approx(ref["pseudo_label_miou"], abs=0.05)
 
