@@ -46,12 +46,16 @@ def popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(b, axis=-1).sum(-1)
 
 
+def _strings(values) -> pa.Array:
+    """One Arrow string array from a list, an Arrow array or a chunked column."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values if isinstance(values, pa.Array) else pa.array(list(values), type=pa.string())
+
+
 def _codes(values) -> np.ndarray:
     """Integer code per row of a sequence or Arrow array of strings (equal strings, equal codes)."""
-    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    if not isinstance(arr, pa.Array):
-        arr = pa.array(list(arr), type=pa.string())
-    return np.asarray(pc.dictionary_encode(arr).indices, dtype=np.int64)
+    return np.asarray(pc.dictionary_encode(_strings(values)).indices, dtype=np.int64)
 
 
 def _first_of(codes: np.ndarray) -> np.ndarray:
@@ -148,7 +152,7 @@ def verdicts(ids, tags, groups: np.ndarray, ambiguous: str = "drop") -> pa.Table
     """
     if ambiguous not in ("drop", "keep"):
         raise ValueError(f"ambiguous must be drop or keep, not {ambiguous!r}")
-    id_arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else pa.array(ids, type=pa.string())
+    id_arr = _strings(ids)
     groups = np.asarray(groups, dtype=np.int64)
     n = len(groups)
     rows = np.nonzero(np.bincount(groups, minlength=n)[groups] >= 2)[0] if n else groups
