@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CI_MARGIN, free_port
+from conftest import TINY, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,10 +71,10 @@ def test_job_submit_runs_the_pipeline(head, tmp_path):
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns(".venv", "venv", "runs", ".git", "__pycache__",
                                                               ".pytest_cache", "*.egg-info"))
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--",
-           "python", "jobs/full_pipeline.py", "--preset", "ci", f"out={out}"]
+           "python", "jobs/full_pipeline.py", f"out={out}", *TINY]
     deadline = time.time() + 180  # on a loaded machine the head's job agent took over 30 s to come up
     while True:
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=2400)
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
         # A just-started head may not have its job agent yet; Ray says to try again (nothing was submitted).
         if "No available agent to submit job" not in proc.stderr + proc.stdout or time.time() > deadline:
             break
@@ -82,9 +82,13 @@ def test_job_submit_runs_the_pipeline(head, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout.lower()
     summary = json.loads((out / "summary.json").read_text())
-    # The job learned: the ci preset's bar over the all-background baseline, as in test_pipeline_e2e.
-    assert summary["miou"] >= summary["baseline_miou"] + CI_MARGIN, (summary["miou"], summary["baseline_miou"])
-    assert summary["counts"]["test_images"] == 30
+    # What this test proves is the job path (upload, the job's own Ray, the pipeline to its summary and MLflow
+    # run); TINY learns nothing, so the mIoU is only checked to be the evaluation's. That the pipeline learns is
+    # test_pipeline_e2e's claim (preset ci against its baseline): running ci here too would double the suite's
+    # exposure to that preset's seed spread (jobs/bench/results/ci-margin.json) and its time.
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert 0 <= summary["miou"] <= 1 and summary["miou"] == metrics["miou"] and summary["mlflow_run_id"]
+    assert summary["counts"]["test_images"] == 8
 
 
 def test_job_submit_without_token_is_refused(head):
