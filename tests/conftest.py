@@ -43,19 +43,23 @@ def tiny_run(tmp_path_factory, *overrides: str) -> tuple:
     return out, cfg, pipeline.run(cfg)
 
 
-# Preset ci's test mIoU over its all-background baseline (jobs/bench/results/ci-margin.json, seeds 0-4): +14.7, +5.1,
-# +12.1, +10.6, +10.4 points, and +4.4 in an earlier run of seed 0 (training is not bit-reproducible). A pipeline
-# that learns nothing predicts background and sits at the baseline (+0.0); half the smallest margin seen, rounded
-# down, is the bar.
-CI_MARGIN = 0.02
+# The demo preset without fine-tuning (LEARNING) against its all-background baseline (14.4 %): its segmenter on the
+# demo's own pseudo labels (Table 1's + trimap row, jobs/bench/results/ablation-demo-seeds.json) scored 31.4 and 29.0
+# on seeds 0 and 1, whole demo runs (fine-tuning on) 30.7-36.3: +14.6 points at the least. The smaller ci preset
+# is not used here: 3 of its 10 runs so far sat at its baseline (-2.5, -0.6, +0.8 points; a 3-class classifier on
+# 180 images of 96 px learns or not by the luck of the run, and training is not bit-reproducible). A pipeline that
+# learns nothing predicts background and sits at +0.0; a third of the smallest margin seen is the bar.
+LEARNING = ("finetune.enabled=false",)
+LEARN_MARGIN = 0.05
 
 
-def ci_run(tmp_path_factory, *overrides: str) -> tuple:
-    """The `ci` preset's whole pipeline (the smallest that learns) in a fresh folder: (out, config, summary)."""
+def learning_run(tmp_path_factory, *overrides: str) -> tuple:
+    """The demo preset's whole pipeline without fine-tuning (the smallest run that reliably learns) in a fresh
+    folder: (out, config, summary)."""
     from inetseg import pipeline
 
     out = tmp_path_factory.mktemp("run")
-    cfg = pipeline.load_config("ci", None, [f"out={out}", *overrides])
+    cfg = pipeline.load_config("demo", None, [f"out={out}", *LEARNING, *overrides])
     return out, cfg, pipeline.run(cfg)
 
 
