@@ -4,6 +4,9 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from inetseg import imaging, shards, storage
 
 
@@ -20,22 +23,33 @@ def manifest_path(source: str) -> str | None:
     return candidate if storage.exists(candidate) else None
 
 
-def list_manifest(path: str, classes: list[str]) -> tuple[list[dict], list[str]]:
-    """(items, classes) from a crawl's manifest; ambiguous rows were already handled by the crawl."""
+# The inputs of an ingest as one Arrow table, sorted by id: no Python object per input survives the listing
+# (a million inputs as dicts held ~1 KB each on the driver).
+LISTING = pa.schema([("id", pa.string()), ("source", pa.string()), ("tag", pa.string()), ("label", pa.int32())])
+
+
+def listing_table(sources: pa.Array, tags: pa.Array, labels: pa.Array) -> pa.Table:
+    """The LISTING table of these inputs (equal-length arrays), sorted by row id."""
+    ids = pa.array([row_id(s) for s in sources.to_pylist()], pa.string())
+    return pa.Table.from_arrays([ids, sources.cast(pa.string()), tags.cast(pa.string()), labels.cast(pa.int32())],
+                                schema=LISTING).sort_by("id")
+
+
+def list_manifest(path: str, classes: list[str]) -> tuple[pa.Table, list[str]]:
+    """(LISTING, classes) from a crawl's manifest; ambiguous rows were already handled by the crawl."""
     t = shards.read_table_file(path)
-    tags = t.column("tag").to_pylist()
-    classes = classes or sorted(set(tags))
-    index = {c: i for i, c in enumerate(classes, start=1)}
-    items = [{"source": u, "tag": tag, "label": index[tag]} for u, tag in zip(t.column("url").to_pylist(), tags)
-             if tag in index]
-    if not items:
+    tags = t.column("tag").combine_chunks().cast(pa.string())
+    classes = classes or sorted(pc.unique(tags).to_pylist())
+    keep = pc.is_in(tags, value_set=pa.array(classes, pa.string()))
+    t, tags = t.filter(keep), tags.filter(keep)
+    if not t.num_rows:
         raise FileNotFoundError(f"manifest {path} has no rows for classes {classes}")
-    items.sort(key=lambda it: row_id(it["source"]))
-    return items, classes
+    labels = pc.add(pc.index_in(tags, value_set=pa.array(classes, pa.string())), 1)
+    return listing_table(t.column("url").combine_chunks(), tags, labels), classes
 
 
-def list_source(source: str, classes: list[str]) -> tuple[list[dict], list[str]]:
-    """(items {source, tag, label}, classes) for a folder-per-tag tree or a URL manifest;
+def list_source(source: str, classes: list[str]) -> tuple[pa.Table, list[str]]:
+    """(LISTING {id, source, tag, label} sorted by id, classes) for a folder-per-tag tree or a URL manifest;
     classes [] = all sub-folders (or tags) sorted."""
     manifest = manifest_path(source)
     if manifest:
@@ -51,14 +65,14 @@ def list_source(source: str, classes: list[str]) -> tuple[list[dict], list[str]]
         classes = tags
     if not classes:
         raise FileNotFoundError(f"ingest source {source} has no tag sub-folders")
-    items: list[dict] = []
+    parts = []
     for label, tag in enumerate(classes, start=1):
-        for path in storage.list_files(storage.join(source, tag)):
-            items.append({"source": path, "tag": tag, "label": label})
-    # Mix the tags across shards (deterministically): a folder-ordered table would feed SGD one
-    # class at a time, and block-level shuffling cannot undo that.
-    items.sort(key=lambda it: row_id(it["source"]))
-    return items, classes
+        files = pa.array(storage.list_files(storage.join(source, tag)), pa.string())
+        parts.append(listing_table(files, pa.array([tag] * len(files), pa.string()),
+                                   pa.array([label] * len(files), pa.int32())))
+    # Sorted by id, which mixes the tags across shards (deterministically): a folder-ordered table would feed SGD
+    # one class at a time, and block-level shuffling cannot undo that.
+    return pa.concat_tables(parts).sort_by("id"), classes
 
 
 def test_items(test_dir: str) -> list[dict]:

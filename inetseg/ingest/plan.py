@@ -5,10 +5,12 @@ import hashlib
 import math
 import posixpath
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from inetseg import shards, storage
-from inetseg.ingest.listing import row_id
 
 CONFIG_RECORD = "_ingest.json"  # the config fingerprint the folder's shards were made with
 
@@ -18,22 +20,40 @@ def shard_of(rid: str, num_shards: int) -> int:
     return int(rid[:15], 16) % num_shards
 
 
-def plan_shards(items: list[dict], rows_per_shard: int) -> list[dict]:
-    """Split the inputs into shards of about rows_per_shard rows; each spec carries a digest of its rows,
-    so a re-run recognises a finished shard even after the source gained or lost files elsewhere."""
-    n = max(1, math.ceil(len(items) / rows_per_shard))
-    groups: list[list[tuple[str, dict]]] = [[] for _ in range(n)]
-    for it in items:
-        rid = row_id(it["source"])
-        groups[shard_of(rid, n)].append((rid, it))
-    specs = []
-    for k, group in enumerate(groups):
-        group.sort(key=lambda p: p[0])
-        digest = hashlib.sha1("\n".join(f"{rid}\t{it['tag']}\t{it['label']}" for rid, it in group).encode()).hexdigest()
-        specs.append({"shard": k, "name": f"part-{k:05d}", "digest": digest,
-                      "sources": [it["source"] for _, it in group], "tags": [it["tag"] for _, it in group],
-                      "labels": [int(it["label"]) for _, it in group]})
+def plan_shards(listing: pa.Table, rows_per_shard: int) -> list[dict]:
+    """Split a LISTING table into shards of about rows_per_shard rows; each spec carries a digest of its rows,
+    so a re-run recognises a finished shard even after the source gained or lost files elsewhere. A spec holds
+    its rows as one Arrow IPC buffer (`spec_rows` reads it): a million inputs are not a million Python objects."""
+    n = max(1, math.ceil(listing.num_rows / rows_per_shard))
+    listing = listing.sort_by("id")
+    shard = np.fromiter((shard_of(rid, n) for rid in listing.column("id").to_pylist()), np.int64,
+                        count=listing.num_rows)
+    # A stable sort by shard keeps each shard's rows in id order (the digest's order).
+    grouped = listing.take(pa.array(np.argsort(shard, kind="stable")))
+    counts = np.bincount(shard, minlength=n)
+    specs, start = [], 0
+    for k in range(n):
+        part = grouped.slice(start, int(counts[k]))
+        start += int(counts[k])
+        lines = pc.binary_join_element_wise(part.column("id"), part.column("tag"),
+                                            pc.cast(part.column("label"), pa.string()), "\t")
+        digest = hashlib.sha1("\n".join(lines.to_pylist()).encode()).hexdigest()
+        specs.append({"shard": k, "name": f"part-{k:05d}", "digest": digest, "rows": int(counts[k]),
+                      "inputs": _pack(part.select(["source", "tag", "label"]))})
     return specs
+
+
+def _pack(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def spec_rows(spec: dict) -> tuple[list[str], list[str], list[int]]:
+    """(sources, tags, labels) of one shard spec, in id order."""
+    t = pa.ipc.open_stream(pa.py_buffer(spec["inputs"])).read_all()
+    return t.column("source").to_pylist(), t.column("tag").to_pylist(), t.column("label").to_pylist()
 
 
 def shard_paths(out: str, name: str) -> tuple[str, str]:
@@ -70,7 +90,7 @@ def open_folder(out: str, config_fp: str) -> None:
 
 def remove_stale(out: str, specs: list[dict]) -> None:
     """Delete shard files a previous plan of the same folder made that this plan does not have."""
-    names = {f"{s['name']}.parquet" for s in specs if s["sources"]}
+    names = {f"{s['name']}.parquet" for s in specs if s["rows"]}
     fs, inner = storage.resolve(out)
     for info in fs.get_file_info(pafs.FileSelector(inner, recursive=False)):
         base = posixpath.basename(info.path)

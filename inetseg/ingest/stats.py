@@ -27,7 +27,7 @@ def totals(out: str, specs: list[dict], dups: pa.Table) -> dict:
         failed.update(dups.column("status").to_pylist())
         ok -= dups.num_rows
         fs, _ = storage.resolve(out)
-        files = [storage.resolve(shard_paths(out, s["name"])[0])[1] for s in specs if s["sources"]]
+        files = [storage.resolve(shard_paths(out, s["name"])[0])[1] for s in specs if s["rows"]]
         tag_of = pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=["id", "tag"])
         gone = pc.filter(tag_of.column("tag"), pc.is_in(tag_of.column("id"), value_set=dups.column("id")))
         for v in pc.value_counts(gone).to_pylist():  # per tag, in Arrow: no Python string per image

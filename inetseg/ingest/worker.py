@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from inetseg import dedupe, download, imaging, schema, storage
 from inetseg.ingest.listing import row_id
-from inetseg.ingest.plan import shard_paths
+from inetseg.ingest.plan import shard_paths, spec_rows
 
 
 def _is_url(src: str) -> bool:
@@ -54,8 +54,7 @@ def ingest_shard(spec: dict, out: str, limits: imaging.ImageLimits, quality: int
     t0 = time.time()
     cv2.setNumThreads(1)  # one Ray CPU per shard task: OpenCV's own thread pool would oversubscribe the node
     name = str(spec["name"])
-    sources = [str(s) for s in spec["sources"]]
-    tags, labels = list(spec["tags"]), [int(v) for v in spec["labels"]]
+    sources, tags, labels = spec_rows(spec)
     data_path, stats_path = shard_paths(out, name)
     fs, data_inner = storage.resolve(data_path)
     tmp_inner = posixpath.join(posixpath.dirname(data_inner), f".{name}.parquet.tmp-{uuid.uuid4().hex[:8]}")

@@ -26,7 +26,7 @@ def _run_shards(cfg: C.IngestConfig, pending: list[dict], total_rows: int, progr
     policy = download.FetchPolicy(timeout=cfg.timeout_seconds, max_bytes=cfg.max_bytes,
                                   retries=cfg.download_retries, threads=cfg.download_threads,
                                   per_host=cfg.per_host_concurrency, allow_private_hosts=cfg.allow_private_hosts)
-    done_rows = total_rows - sum(len(s["sources"]) for s in pending)
+    done_rows = total_rows - sum(s["rows"] for s in pending)
     # One image-level bar instead of Ray Data's per-operator ones; and this dataset has a single operator, so
     # there is nothing downstream to reserve resources for: the reservation would only hold CPUs back.
     with data_context(enable_progress_bars=False, op_resource_reservation_enabled=False):
@@ -42,8 +42,9 @@ def _run_shards(cfg: C.IngestConfig, pending: list[dict], total_rows: int, progr
 def run(cfg: C.IngestConfig, resume: bool = True, progress: bool = True) -> dict:
     """Ingest cfg.source into cfg.out shard by shard (a re-run skips finished shards); returns the stage marker."""
     t0 = time.time()
-    items, classes = list_source(cfg.source, list(cfg.classes))
-    specs = plan_shards(items, cfg.rows_per_shard)
+    listing, classes = list_source(cfg.source, list(cfg.classes))
+    specs, total_rows = plan_shards(listing, cfg.rows_per_shard), listing.num_rows
+    del listing  # the specs hold the rows (packed); nothing per input stays on the driver
     config_fp = C.fingerprint(cfg)
     # The inputs are part of the fingerprint: a source that gained or lost files is not "finished".
     fp = hashlib.sha256((config_fp + "".join(s["digest"] for s in specs)).encode()).hexdigest()[:16]
@@ -56,9 +57,9 @@ def run(cfg: C.IngestConfig, resume: bool = True, progress: bool = True) -> dict
                      len(pending))
         storage.makedirs(storage.join(cfg.out, "_shards"))
         if pending:
-            _run_shards(cfg, pending, len(items), progress)
+            _run_shards(cfg, pending, total_rows, progress)
         remove_stale(cfg.out, specs)
-        dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["sources"]], cfg)
+        dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["rows"]], cfg)
         write_duplicates(cfg.out, dups)
         stats = totals(cfg.out, specs, dups)
         storage.write_json(storage.join(cfg.out, "stats.json"), {k: stats[k] for k in ("total", "ok", "failed")})

@@ -109,14 +109,14 @@ def no_ray_ingest(cfg: C.IngestConfig, pool) -> dict:
     from inetseg.ingest.plan import plan_shards
     from inetseg.ingest.stats import totals
 
-    items, _ = list_source(cfg.source, list(cfg.classes))
-    specs = plan_shards(items, cfg.rows_per_shard)
+    listing, _ = list_source(cfg.source, list(cfg.classes))
+    specs = plan_shards(listing, cfg.rows_per_shard)
     storage.makedirs(storage.join(cfg.out, "_shards"))
     limits = imaging.ImageLimits(cfg.max_side, cfg.min_side, cfg.max_aspect, cfg.max_pixels)
     policy = download.FetchPolicy()
     jobs = [(s, storage.absolute(cfg.out), limits, cfg.jpeg_quality, policy, cfg.files_per_task) for s in specs]
     done = pool.starmap(_shard, jobs, chunksize=1) if pool is not None else [_shard(*j) for j in jobs]
-    dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["sources"]], cfg)
+    dups = find_duplicates(cfg.out, [s["name"] for s in specs if s["rows"]], cfg)
     write_duplicates(cfg.out, dups)
     return {"shards": len(done), **{k: v for k, v in totals(cfg.out, specs, dups).items() if k in ("total", "ok")}}
 

@@ -57,8 +57,8 @@ def training_truth(split: tagged.Split, train_dir: str) -> dict[str, dict]:
     """Row id -> {'mask' PNG bytes} for masked training photos and {'noise'} for distractors (measurement only)."""
     from inetseg.ingest.listing import list_source, row_id
 
-    items, _ = list_source(train_dir, split.classes)
-    by_name = {(it["tag"], os.path.basename(it["source"])): it["source"] for it in items}
+    listing, _ = list_source(train_dir, split.classes)
+    by_name = {(it["tag"], os.path.basename(it["source"])): it["source"] for it in listing.to_pylist()}
 
     truth: dict[str, dict] = {}
     for tag, photos in split.train.items():
