@@ -84,8 +84,8 @@ def test_job_submit_runs_the_pipeline(head, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     # What this test proves is the job path (upload, the job's own Ray, the pipeline to its summary and MLflow
     # run); TINY learns nothing, so the mIoU is only checked to be the evaluation's. That the pipeline learns is
-    # test_pipeline_e2e's claim (preset ci against its baseline): running ci here too would double the suite's
-    # exposure to that preset's seed spread (jobs/bench/results/ci-margin.json) and its time.
+    # test_pipeline_e2e's claim (the demo without fine-tuning against its baseline): a second learning run here
+    # would add its ~10 minutes to the suite and prove nothing the job path changes.
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert 0 <= summary["miou"] <= 1 and summary["miou"] == metrics["miou"] and summary["mlflow_run_id"]
     assert summary["counts"]["test_images"] == 8

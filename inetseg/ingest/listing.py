@@ -29,10 +29,10 @@ LISTING = pa.schema([("id", pa.string()), ("source", pa.string()), ("tag", pa.st
 
 
 def listing_table(sources: pa.Array, tags: pa.Array, labels: pa.Array) -> pa.Table:
-    """The LISTING table of these inputs (equal-length arrays), sorted by row id."""
+    """The LISTING table of these inputs (equal-length arrays), in their order (callers sort once, by id)."""
     ids = pa.array([row_id(s) for s in sources.to_pylist()], pa.string())
     return pa.Table.from_arrays([ids, sources.cast(pa.string()), tags.cast(pa.string()), labels.cast(pa.int32())],
-                                schema=LISTING).sort_by("id")
+                                schema=LISTING)
 
 
 def list_manifest(path: str, classes: list[str]) -> tuple[pa.Table, list[str]]:
@@ -45,7 +45,7 @@ def list_manifest(path: str, classes: list[str]) -> tuple[pa.Table, list[str]]:
     if not t.num_rows:
         raise FileNotFoundError(f"manifest {path} has no rows for classes {classes}")
     labels = pc.add(pc.index_in(tags, value_set=pa.array(classes, pa.string())), 1)
-    return listing_table(t.column("url").combine_chunks(), tags, labels), classes
+    return listing_table(t.column("url").combine_chunks(), tags, labels).sort_by("id"), classes
 
 
 def list_source(source: str, classes: list[str]) -> tuple[pa.Table, list[str]]:
