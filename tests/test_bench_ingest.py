@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from inetseg import config as C
+from inetseg import dedupe
 from jobs.bench import ingest as bench
 
 
@@ -19,16 +21,20 @@ def test_line_fit_recovers_fixed_cost_and_steady_rate():
     assert fit["fixed_seconds"] == pytest.approx(10)
 
 
-def test_distinct_tree_repeats_files_with_new_bytes_and_the_same_pixels(tmp_path):
-    img = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
+def test_distinct_tree_repeats_photos_as_pictures_the_duplicate_pass_keeps(tmp_path):
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (64, 48), interpolation=cv2.INTER_CUBIC)
     src = tmp_path / "a.jpg"
     cv2.imwrite(str(src), img)
-    root = bench.distinct_tree([str(src)], str(tmp_path / "served"), 6, tags=2)
+    n = 10  # the original, the 7 other rotations/mirrorings, and two cropped ones
+    root = bench.distinct_tree([str(src)], str(tmp_path / "served"), n, tags=2)
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
-    assert len(files) == 6
-    assert len({hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files}) == 6
-    decoded = [cv2.imread(f) for f in files]
-    assert all(np.array_equal(d, decoded[0]) for d in decoded)
+    assert len(files) == n
+    assert len({hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files}) == n
+    hashes = np.array([dedupe.phash(cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB)) for f in files]).astype(np.uint64)
+    assert len(set(hashes.tolist())) == n
+    # The ingest's own near-duplicate search at its default distance finds no pair among them.
+    assert len(dedupe.near_pairs(hashes, C.IngestConfig().dedupe_max_distance)) == 0
 
 
 def test_loop_part_runs_the_three_sides_over_the_same_images(tmp_path):

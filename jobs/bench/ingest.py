@@ -76,9 +76,25 @@ def tree(files: list[str], root: str, n: int, tags: int = 5) -> str:
     return root
 
 
+def variant(img, k: int):
+    """The k-th distinct picture made of one photo: k % 8 picks one of the 8 rotations and mirrorings (each moves the
+    pHash far past a duplicate's few bits), k // 8 crops a further 4 % off two sides per step."""
+    import numpy as np
+
+    out = np.rot90(img, k % 4)
+    out = out[:, ::-1] if (k // 4) % 2 else out
+    cut = (k // 8) * 0.04
+    h, w = out.shape[:2]
+    return np.ascontiguousarray(out[int(h * cut):, int(w * cut):]) if cut else np.ascontiguousarray(out)
+
+
 def distinct_tree(files: list[str], root: str, n: int, tags: int = 5) -> str:
-    """Like tree(), with n distinct files: a repeat is a copy with its index appended after the image's end
-    (decoders ignore trailing bytes; the offline Flickr names a photo by its bytes, so links would collapse)."""
+    """Like tree(), with n distinct pictures: the first pass over `files` copies their bytes, each later pass k writes
+    `variant(photo, k)` re-encoded (JPEG quality 92): different bytes (the offline Flickr names a photo by its bytes)
+    and different pixels (the ingest's duplicate pass would otherwise set every repeat, and its original, aside as
+    the same picture under two tags)."""
+    import cv2
+
     if os.path.isdir(root) and sum(len(fs) for _, _, fs in os.walk(root)) == n:
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -86,10 +102,15 @@ def distinct_tree(files: list[str], root: str, n: int, tags: int = 5) -> str:
         os.makedirs(os.path.join(root, f"tag{t}"))
     for i in range(n):
         src = files[i % len(files)]
-        with open(src, "rb") as f:
-            data = f.read()
-        with open(os.path.join(root, f"tag{i % tags}", f"{i:07d}{os.path.splitext(src)[1]}"), "wb") as f:
-            f.write(data + (b"" if i < len(files) else i.to_bytes(8, "little")))
+        k = i // len(files)
+        dst = os.path.join(root, f"tag{i % tags}", f"{i:07d}")
+        if k == 0:
+            shutil.copyfile(src, dst + os.path.splitext(src)[1])
+            continue
+        img = cv2.imread(src, cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"ingest.py: error: cannot decode {src}")
+        cv2.imwrite(dst + ".jpg", variant(img, k), [cv2.IMWRITE_JPEG_QUALITY, 92])
     return root
 
 
