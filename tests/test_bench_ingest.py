@@ -49,3 +49,25 @@ def test_loop_part_runs_the_three_sides_over_the_same_images(tmp_path):
         assert len(set(row["ok"].values())) == 1  # every side kept the same images
         assert row["images_per_s"]["ray"]["n"] == 2
     assert "ray" in got["versions"] and got["goals"]["ratio_vs_img2dataset_steady >= 1.0"] is None
+
+
+def test_combine_puts_parts_run_apart_into_one_result_with_each_runs_settings(tmp_path):
+    def ratio(v: float) -> dict:
+        return {"median": v, "min": v, "max": v}
+
+    small = {"settings": {"repeats": 3}, "loop": {"sizes": {"2000": {"ratio_vs_parallel_loop": ratio(0.5)},
+                                                             "8000": {"ratio_vs_parallel_loop": ratio(0.8)}}}}
+    big = {"settings": {"repeats": 2}, "loop": {"sizes": {"32000": {"ratio_vs_parallel_loop": ratio(0.92)}}},
+           "memory": {"pss_ratio_4n_vs_n": 1.07, "hoard_pss_ratio_4n_vs_n": 3.9}}
+    paths = []
+    for name, d in (("small.json", small), ("big.json", big)):
+        (tmp_path / name).write_text(json.dumps(d))
+        paths.append(str(tmp_path / name))
+    out = tmp_path / "ingest.json"
+    assert bench.main(["--out", str(out), "--combine", *paths]) == 0
+    got = json.loads(out.read_text())
+    assert got["ratio_vs_parallel_loop"] == {"2000": 0.5, "8000": 0.8, "32000": 0.92}
+    assert got["goals"]["ratio_vs_parallel_loop >= 0.9"] is False  # 2k and 8k miss
+    assert got["goals"]["pss_ratio_4n_vs_n <= 1.25"] is True and "ratio_vs_img2dataset_steady" not in got
+    assert [r["settings"]["repeats"] for r in got["loop"]["runs"]] == [3, 2]
+    assert got["combined_from"] == {"loop": ["small.json", "big.json"], "memory": ["big.json"]}

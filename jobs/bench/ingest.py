@@ -22,7 +22,8 @@
    a loop that keeps every decoded image (`hoard`) measured the same way must miss the goal.
 
 Every part writes its settings, the versions that ran and the medians with min and max over --repeats
-(alternating which side goes first).
+(alternating which side goes first). Parts may run apart (each wants an idle machine) and be put into one file:
+`--combine loop.json img2dataset.json memory.json --out ingest.json` (each part keeps its own run's settings).
 """
 from __future__ import annotations
 
@@ -424,6 +425,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--img2dataset-version", default="1.47.0")
     ap.add_argument("--img2dataset-venv", default="", help="default: ~/.cache/inetseg-bench/img2dataset-VERSION")
     ap.add_argument("--workdir", default="", help="scratch folder (default: a temp dir, removed after)")
+    ap.add_argument("--combine", nargs="+", metavar="F", help="write --out from these part files (run nothing)")
     ap.add_argument("--hoard", default="", help=argparse.SUPPRESS)  # the memory part's test-of-the-test child
     args = ap.parse_args(argv)
     args.loop_sizes = [int(x) for x in args.loop_sizes.split(",") if x]
@@ -436,38 +438,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    if args.hoard:
-        hoard(args.hoard, args.max_side)
-        return 0
-    parts = args.parts.split(",")
-    work = args.workdir or tempfile.mkdtemp(prefix="inetseg-bench-ingest-")
-    os.makedirs(work, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "hoard")}
-    result: dict = {"settings": settings, "versions": versions(), "machine": machine()}
-    try:
-        files = image_pool(args, work)
-        result["settings"]["distinct_files"] = len(files)
-        if "loop" in parts:
-            result["loop"] = part_loop(args, files, work)
-            sizes = result["loop"]["sizes"]
-            result["ratio_vs_parallel_loop"] = {n: s["ratio_vs_parallel_loop"]["median"] for n, s in sizes.items()}
-            result["ratio_vs_bare_loop"] = {n: s["ratio_vs_bare_loop"]["median"] for n, s in sizes.items()
-                                            if "ratio_vs_bare_loop" in s}
-            import ray
-
-            ray.shutdown()
-        if "img2dataset" in parts:
-            result["img2dataset"] = part_img2dataset(args, files, work)
-            result["ratio_vs_img2dataset_steady"] = result["img2dataset"]["ratio_vs_img2dataset_steady"]
-        if "memory" in parts:
-            result["memory"] = part_memory(args, files, work)
-            result["pss_ratio_4n_vs_n"] = result["memory"]["pss_ratio_4n_vs_n"]
-            result["hoard_pss_ratio_4n_vs_n"] = result["memory"]["hoard_pss_ratio_4n_vs_n"]
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+def summarise(result: dict) -> dict:
+    """The issue's top-level keys and the goals, from whichever parts `result` holds."""
+    if "loop" in result:
+        sizes = result["loop"]["sizes"]
+        result["ratio_vs_parallel_loop"] = {n: s["ratio_vs_parallel_loop"]["median"] for n, s in sizes.items()}
+        result["ratio_vs_bare_loop"] = {n: s["ratio_vs_bare_loop"]["median"] for n, s in sizes.items()
+                                        if "ratio_vs_bare_loop" in s}
+    if "img2dataset" in result:
+        result["ratio_vs_img2dataset_steady"] = result["img2dataset"]["ratio_vs_img2dataset_steady"]
+    if "memory" in result:
+        result["pss_ratio_4n_vs_n"] = result["memory"]["pss_ratio_4n_vs_n"]
+        result["hoard_pss_ratio_4n_vs_n"] = result["memory"]["hoard_pss_ratio_4n_vs_n"]
     result["goals"] = {
         "ratio_vs_parallel_loop >= 0.9": (all(v >= 0.9 for v in result["ratio_vs_parallel_loop"].values())
                                           if "ratio_vs_parallel_loop" in result else None),
@@ -477,6 +459,62 @@ def main(argv: list[str] | None = None) -> int:
         "hoard misses it (the meter can fail)": (result["hoard_pss_ratio_4n_vs_n"] > 1.25
                                                  if "hoard_pss_ratio_4n_vs_n" in result else None),
     }
+    return result
+
+
+def combine(paths: list[str]) -> dict:
+    """One result from part files run apart (each on an idle machine): every part keeps the settings, versions and
+    machine of the run that measured it; the loop part's sizes are pooled (a later file wins a size)."""
+    result: dict = {"combined_from": {}}
+    for path in paths:
+        with open(path) as f:
+            got = json.load(f)
+        run = {k: got.get(k) for k in ("settings", "versions", "machine")}
+        for part in ("loop", "img2dataset", "memory"):
+            if part not in got:
+                continue
+            result["combined_from"].setdefault(part, []).append(os.path.basename(path))
+            if part == "loop" and "loop" in result:
+                result["loop"]["sizes"].update(got["loop"]["sizes"])
+                result["loop"].setdefault("runs", []).append(run)
+                continue
+            result[part] = {**got[part], "runs": [run]}
+    if len(result) == 1:
+        raise SystemExit(f"ingest.py: error: no loop, img2dataset or memory part in {', '.join(paths)}")
+    return summarise(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.hoard:
+        hoard(args.hoard, args.max_side)
+        return 0
+    if args.combine:
+        result = combine(args.combine)
+        storage.write_json(args.out, result)
+        print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio", "pss", "goals"))}, indent=2))
+        return 0
+    parts = args.parts.split(",")
+    work = args.workdir or tempfile.mkdtemp(prefix="inetseg-bench-ingest-")
+    os.makedirs(work, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "hoard", "combine")}
+    result: dict = {"settings": settings, "versions": versions(), "machine": machine()}
+    try:
+        files = image_pool(args, work)
+        result["settings"]["distinct_files"] = len(files)
+        if "loop" in parts:
+            result["loop"] = part_loop(args, files, work)
+            import ray
+
+            ray.shutdown()
+        if "img2dataset" in parts:
+            result["img2dataset"] = part_img2dataset(args, files, work)
+        if "memory" in parts:
+            result["memory"] = part_memory(args, files, work)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    summarise(result)
     storage.write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k.startswith(("ratio", "pss", "hoard", "goals"))}, indent=2))
     return 0
