@@ -219,6 +219,9 @@ def test_each_trial_reports_at_asha_rungs_attention_segmenter_final(search):
         assert all(r["rung"] == {"attention": 1, "segmenter": 3, "final": 9}[r["stage"]] for r in reports)
         seen += 1
     assert seen == 3
+    for t in json.loads((out / "tune" / "trials.json").read_text()):  # each rung's objective kept, in order
+        assert list(t["rungs"]) == ["attention", "segmenter", "final"][:len(t["rungs"])]
+        assert t["rungs"][t["stage"]] == pytest.approx(t["objective"])
 
 
 def test_best_yaml_is_a_pipeline_config_with_the_best_values(search):

@@ -160,12 +160,22 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
                                   callbacks=[TrialLog(tracker)], failure_config=tune.FailureConfig(max_failures=1)))
 
 
+def rung_objectives(result: Any) -> dict[str, float]:
+    """The objective a trial reported at each rung it reached (stage -> value), from its Ray Tune history."""
+    df = result.metrics_dataframe
+    if df is None or "stage" not in df or "objective" not in df:
+        return {}
+    return {str(s): float(o) for s, o in zip(df["stage"], df["objective"]) if isinstance(s, str)}
+
+
 def trials_table(grid: Any) -> list[dict]:
-    """Every trial: its values, last objective, how many reports, whether ASHA stopped it, its final model."""
+    """Every trial: its values, last objective, each rung's objective, how many reports, whether ASHA stopped it,
+    its final model."""
     rows = []
     for r in grid:
         m = r.metrics or {}
         rows.append({"trial": m.get("trial_id", ""), "config": r.config, "objective": m.get("objective"),
+                     "rungs": rung_objectives(r),
                      "reports": m.get("training_iteration", 0), "stage": m.get("stage", ""),
                      "finished": m.get("stage") == "final",
                      "valid": bool(m.get("valid", 0)), "model": m.get("model", ""),

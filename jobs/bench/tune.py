@@ -3,14 +3,16 @@
     python jobs/bench/tune.py --out jobs/bench/results/tune-demo.json                  # synthetic corpus (demo)
     python jobs/bench/tune.py --out F.json --source ../shared/data/real-dev --run runs/tune-real   # real photos
 
-Runs the search as `inetseg tune` does (every trial to the end: the FIFO scheduler, so each has a final
-objective), then, after the search and only here, scores every trial's true quality: `pseudo_miou` (its pseudo
-labels against the synthetic corpus's hidden truth, or against the masked training photos with --source) and
-`test_miou` (its final segmenter, with the CRF when the run has it, on the test split). Reports `spearman` (rank
-correlation of the objective with test_miou over the trials), `spearman_pseudo` (with pseudo_miou), and two
-full pipeline runs on the test split: `default_test_miou` (the preset as it is) and `best_test_miou` (the label-free
-best config, <run>/tune/best.yaml). --source is split as jobs/bench/real.py splits it (--test-fraction of each
-tag's masked photos held out, by file-name hash).
+Runs the search as `inetseg tune` does (by default every trial to the end: the FIFO scheduler, so each has a final
+objective; --scheduler asha runs it exactly as `inetseg tune` does, for its time), then, after the search and only
+here, scores every trial's true quality: `pseudo_miou` (its pseudo labels against the synthetic corpus's hidden
+truth, or against the masked training photos with --source) and, for a trial that ran to the end, `test_miou` (its
+final segmenter, with the CRF when the run has it, on the test split). Reports `spearman` (rank correlation of the
+final objective with test_miou over the finished trials), `spearman_pseudo` (with pseudo_miou),
+`spearman_attention_rung_vs_pseudo` (the objective every trial reports after attention, ASHA's first cut, with
+pseudo_miou), and two full pipeline runs on the test split: `default_test_miou` (the preset as it is) and
+`best_test_miou` (the label-free best config, <run>/tune/best.yaml). --source is split as jobs/bench/real.py splits
+it (--test-fraction of each tag's masked photos held out, by file-name hash).
 """
 from __future__ import annotations
 
@@ -44,20 +46,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tune", dest="tune_file", help="YAML with tune keys (space:, ...); default: the default space")
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    p.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
+                   help="fifo: every trial to the end (spearman over all); asha: as `inetseg tune` runs (its time; "
+                        "the attention rung's objective against every trial's pseudo labels)")
     p.add_argument("--no-full-runs", action="store_true", help="skip the two full pipeline runs (a smoke test)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline keys, e.g. segmenter.epochs=4")
     return p.parse_args(argv)
 
 
 def trial_quality(plan, trial: dict, truth: dict, test_table: str, root: str) -> dict:
-    """The trial's pseudo-label mIoU (measured against `truth`) and its final segmenter's test mIoU."""
+    """The trial's pseudo-label mIoU (measured against `truth`) and, when it ran to the end, its final segmenter's
+    test mIoU (a trial ASHA stopped has pseudo labels and no final model)."""
     from inetseg.train import tune_trial as T
 
     cfg = T.trial_config(trial["config"], plan)
     pseudo = truth_audit.pseudo_label_quality(cfg.attention.out, truth, plan.classes)
-    scoring = dataclasses.replace(plan, val_table=test_table, root=root)
-    return {"pseudo_miou": pseudo["miou"], "pseudo_precision": pseudo["precision"],
-            "test_miou": T.val_miou(cfg, scoring, cfg.predict.model)["val_miou"]}
+    got = {"pseudo_miou": pseudo["miou"], "pseudo_precision": pseudo["precision"]}
+    if trial["finished"]:
+        scoring = dataclasses.replace(plan, val_table=test_table, root=root)
+        got["test_miou"] = T.val_miou(cfg, scoring, cfg.predict.model)["val_miou"]
+    return got
+
+
+def rank_agreement(trials: list[dict], objective, quality: str) -> dict:
+    """Spearman of objective(trial) with trial[quality] over the trials that have both, and how many."""
+    pairs = [(objective(t), t[quality]) for t in trials if quality in t and objective(t) is not None]
+    return {"spearman": tuning.spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) > 2 else None,
+            "trials": len(pairs)}
 
 
 def full_run(preset: str, config: str | None, overrides: list[str]) -> float:
@@ -82,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides += extra
     user = C.to_dict(pipeline.load_config(args.preset, args.config, overrides, resolve=False), internal_keys=False)
     cfg = pipeline.load_config(args.preset, args.config, overrides)
-    tcfg = C.load(TuneConfig, args.tune_file, [f"num_samples={args.trials}", f"seed={args.seed}", "scheduler=fifo",
-                                               "promote=false"])
+    tcfg = C.load(TuneConfig, args.tune_file, [f"num_samples={args.trials}", f"seed={args.seed}",
+                                               f"scheduler={args.scheduler}", "promote=false"])
     tcfg.out = storage.join(run, "tune")
     ensure_ray(cfg.ray_address, cfg.num_cpus, quiet=True)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -94,16 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.run_one(test_cfg, registry.get("testset"), plan.classes)  # the test split as a table, for scoring
     trials = json.loads(storage.read_text(storage.join(tcfg.out, "trials.json")))
     for t in trials:
-        if t["finished"] and t["valid"]:
+        if t["valid"] and t["objective"] is not None:
             t.update(trial_quality(plan, t, truth, test_cfg.testset.out, storage.join(tcfg.out, "test_scores")))
-            print(f"trial {t['trial']}  objective {t['objective']:+.4f}  pseudo mIoU {100 * t['pseudo_miou']:5.1f}"
-                  f"  test mIoU {100 * t['test_miou']:5.1f}", flush=True)
-    scored = [t for t in trials if "test_miou" in t]
+            print(f"trial {t['trial']}  {t['stage']:9s}  objective {t['objective']:+.4f}  pseudo mIoU "
+                  f"{100 * t['pseudo_miou']:5.1f}" + (f"  test mIoU {100 * t['test_miou']:5.1f}" if t["finished"]
+                                                     else ""), flush=True)
+    final = [t for t in trials if t["finished"] and "test_miou" in t]
+    at_attention = rank_agreement(trials, lambda t: t.get("rungs", {}).get("attention"), "pseudo_miou")
     result = {
         "corpus": f"photos from {args.source}" if args.source else "synthetic corpus", "preset": args.preset,
         "run": run, "overrides": args.overrides, "tune": C.to_dict(tcfg), "trials": trials,
-        "spearman": tuning.spearman([t["objective"] for t in scored], [t["test_miou"] for t in scored]),
-        "spearman_pseudo": tuning.spearman([t["objective"] for t in scored], [t["pseudo_miou"] for t in scored]),
+        "spearman": rank_agreement(final, lambda t: t["objective"], "test_miou")["spearman"],
+        "spearman_pseudo": rank_agreement(final, lambda t: t["objective"], "pseudo_miou")["spearman"],
+        "finished_trials": len(final),
+        # ASHA's first cut: the pseudo labels' evidence (the attention rung) against their true mIoU, every trial
+        "spearman_attention_rung_vs_pseudo": at_attention["spearman"], "attention_rung_trials": at_attention["trials"],
         "best": summary["best"], "best_objective": summary["best_objective"], "mlflow_uri": summary["mlflow_uri"],
         "search_seconds": summary["seconds"]}
     storage.write_json(args.out, result)  # kept if the full runs are stopped
