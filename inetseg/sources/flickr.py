@@ -228,7 +228,7 @@ def crawl(cfg: CrawlConfig, progress: bool = True, sleep: Callable[[float], None
         raise ConfigError("crawl needs out=DIR")
     if not cfg.tags:
         raise ConfigError("crawl needs tags=a,b,c")
-    from tqdm import tqdm
+    from inetseg.progress import bar as progress_bar
 
     searcher = Searcher(cfg, sleep=sleep)
     cursor = Cursor(cfg.out)
@@ -240,7 +240,7 @@ def crawl(cfg: CrawlConfig, progress: bool = True, sleep: Callable[[float], None
     hi_default = int(state.get("max_upload_date") or time.time())
     storage.write_json(state_path, {"max_upload_date": hi_default, "tags": list(cfg.tags)})
     t0 = time.time()
-    with tqdm(total=cfg.per_tag * len(cfg.tags), desc="crawl", unit="photo", disable=not progress) as bar:
+    with progress_bar(cfg.per_tag * len(cfg.tags), "crawl", "photo", enabled=progress) as bar:
         for tag in cfg.tags:
             crawl_tag(searcher, cursor, cfg, tag, hi_default, bar.update)
     manifest, stats = build_manifest(cursor, list(cfg.tags), cfg.per_tag, cfg.ambiguous)

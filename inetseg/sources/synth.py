@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from inetseg import storage
 from inetseg.config import SynthConfig
+from inetseg.progress import bar as progress_bar
 from inetseg.sources import synth_render as R
 
 NAMES = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
@@ -205,7 +205,7 @@ def generate(cfg: SynthConfig, out: str, progress: bool = True) -> dict:
     t0 = time.time()
     names = class_names(cfg.num_classes)
     total = len(names) * (cfg.images_per_class + cfg.heldout_images) + cfg.test_images
-    with tqdm(total=total, desc="synth corpus", disable=not progress, unit="img") as bar:
+    with progress_bar(total, "synth corpus", "img", enabled=progress) as bar:
         rows = _write_search(cfg, out, "search", names, cfg.images_per_class, bar)
         _write_truth(storage.join(out, "hidden", "train_truth.parquet"), rows)
         if cfg.heldout_images:

@@ -6,7 +6,6 @@ import logging
 import time
 
 import ray
-from tqdm import tqdm
 
 from inetseg import config as C
 from inetseg import download, imaging, storage
@@ -15,6 +14,7 @@ from inetseg.ingest.listing import list_source
 from inetseg.ingest.plan import open_folder, plan_shards, remove_stale, shard_done
 from inetseg.ingest.stats import stats_table, totals
 from inetseg.ingest.worker import ingest_shard
+from inetseg.progress import bar as progress_bar
 from inetseg.stages.common import data_context, run_stage
 
 log = logging.getLogger("inetseg")
@@ -34,7 +34,7 @@ def _run_shards(cfg: C.IngestConfig, pending: list[dict], total_rows: int, progr
         ds = ds.map(ingest_shard, num_cpus=1, fn_kwargs={"out": storage.absolute(cfg.out), "limits": limits,
                                                          "quality": cfg.jpeg_quality, "policy": policy,
                                                          "batch": cfg.files_per_task})
-        with tqdm(total=total_rows, initial=done_rows, desc="ingest", unit="img", disable=not progress) as bar:
+        with progress_bar(total_rows, "ingest", "img", initial=done_rows, enabled=progress) as bar:
             for row in ds.iter_rows():
                 bar.update(int(row["total"]))
 
