@@ -71,3 +71,8 @@ def test_combine_puts_parts_run_apart_into_one_result_with_each_runs_settings(tm
     assert got["goals"]["pss_ratio_4n_vs_n <= 1.25"] is True and "ratio_vs_img2dataset_steady" not in got
     assert [r["settings"]["repeats"] for r in got["loop"]["runs"]] == [3, 2]
     assert got["combined_from"] == {"loop": ["small.json", "big.json"], "memory": ["big.json"]}
+
+
+def test_combine_names_an_unreadable_part_file_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="cannot read .*missing.json"):
+        bench.main(["--out", str(tmp_path / "ingest.json"), "--combine", str(tmp_path / "missing.json")])

@@ -271,7 +271,8 @@ def part_img2dataset(args, files: list[str], work: str) -> dict:
     exe = img2dataset_exe(args.img2dataset_venv or os.path.expanduser(
         f"~/.cache/inetseg-bench/img2dataset-{args.img2dataset_version}"), args.img2dataset_version)
     big = max(args.download_sizes)
-    corpus = distinct_tree(files, os.path.join(work, "served"), big)
+    # (named for its scheme: a --workdir tree of an earlier scheme, same count, is not reused)
+    corpus = distinct_tree(files, os.path.join(work, "served-distinct-pixels"), big)
     server = FakeFlickr(corpus, port=18700 + os.getpid() % 1000)
     os.environ.setdefault("FLICKR_API_KEY", "bench")
     os.environ.setdefault("FLICKR_API_SECRET", "bench")
@@ -467,8 +468,11 @@ def combine(paths: list[str]) -> dict:
     machine of the run that measured it; the loop part's sizes are pooled (a later file wins a size)."""
     result: dict = {"combined_from": {}}
     for path in paths:
-        with open(path) as f:
-            got = json.load(f)
+        try:
+            with open(path) as f:
+                got = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"ingest.py: error: cannot read {path}: {e}") from None
         run = {k: got.get(k) for k in ("settings", "versions", "machine")}
         for part in ("loop", "img2dataset", "memory"):
             if part not in got:
