@@ -1,13 +1,15 @@
 """HTTP image download for ingest: SSRF guard, size/type/magic checks, retries, per-host limits (no Ray)."""
 from __future__ import annotations
 
+import collections
 import ipaddress
 import random
 import socket
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -145,13 +147,28 @@ class Fetcher:
             time.sleep(self.policy.backoff * 2 ** attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
+    def _one(self, url: str) -> bytes | ImageError:
+        try:
+            return self.get(url)
+        except ImageError as e:
+            return e
+
     def get_many(self, urls: list[str]) -> list[bytes | ImageError]:
         """Each URL's bytes, or the ImageError that says why not, in order."""
-        def one(u: str) -> bytes | ImageError:
-            try:
-                return self.get(u)
-            except ImageError as e:
-                return e
+        return list(self.iter_many(urls, window=len(urls)))
 
-        with ThreadPoolExecutor(max_workers=self.policy.threads) as pool:
-            return list(pool.map(one, urls))
+    def iter_many(self, urls: Iterable[str], window: int) -> Generator[bytes | ImageError, None, None]:
+        """Each URL's bytes (or ImageError), in order, as they arrive: up to `window` fetched ahead of the consumer,
+        so a caller that decodes while iterating keeps the downloads going (memory: at most `window` bodies)."""
+        window = max(1, window)
+        pool = ThreadPoolExecutor(max_workers=self.policy.threads)
+        ahead: collections.deque[Future] = collections.deque()
+        try:
+            for url in urls:
+                ahead.append(pool.submit(self._one, url))
+                if len(ahead) >= window:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # a consumer that stops early (an error, a kill) leaves no queued download behind
+            pool.shutdown(wait=True, cancel_futures=True)

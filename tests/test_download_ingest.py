@@ -93,6 +93,29 @@ def test_fetch_checks_type_magic_and_size(corpus):
         assert f.get_many([url])[0][:3] == b"\xff\xd8\xff"
 
 
+def test_iter_many_yields_in_order_while_keeping_at_most_a_window_of_downloads_ahead(corpus):
+    import time
+
+    with FakeFlickr(str(corpus)) as fake:
+        photos = fake.search({"tags": TAGS[0], "per_page": "40"})["photos"]["photo"]
+        urls = [p["url_m"] for p in photos]
+        expected = download.Fetcher(download.FetchPolicy(allow_private_hosts=True)).get_many(urls)
+        fake.calls.clear()
+        f = download.Fetcher(download.FetchPolicy(allow_private_hosts=True, threads=8))
+        got, ahead = [], []
+        for body in f.iter_many(iter(urls), window=5):
+            time.sleep(0.01)  # a consumer slower than the loopback server: the fetches wait on it
+            ahead.append(fake.calls.get("img", 0) - len(got))
+            got.append(body)
+        assert got == expected  # every body, in the URLs' order
+        assert max(ahead) <= 5  # never more than the window fetched ahead of the consumer
+        fake.calls.clear()
+        stream = f.iter_many(iter(urls), window=5)
+        next(stream)
+        stream.close()  # a consumer that stops early: the queued downloads are cancelled, not run
+        assert fake.calls.get("img", 0) <= 5
+
+
 def test_ingest_from_manifest_accounts_for_every_url(ray_session, corpus, tmp_path, monkeypatch):
     # The issue's fault mix: 10% server errors, 5% corrupt (truncated) bodies, 1% decompression bombs.
     faults = Faults(error_rate=0.10, truncate_rate=0.05, oversized_rate=0.01)
