@@ -67,6 +67,11 @@ def decode_rgb(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
 
     Raises ImageError('empty' | 'not_an_image' | 'too_many_pixels' | 'undecodable').
     """
+    return to_rgb(_decode(data, max_pixels))
+
+
+def _decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """decode_rgb's checks and decode, leaving the pixels in OpenCV's order: HxW grey or HxWx3 BGR uint8."""
     if not data:
         raise ImageError("empty")
     if not sniff(data):
@@ -93,13 +98,16 @@ def decode_rgb(data: bytes, max_pixels: int = 50_000_000) -> np.ndarray:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, np.empty_like(img), 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    else:
-        img = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
+    if img.ndim == 3 and img.shape[2] > 3:
+        img = np.ascontiguousarray(img[:, :, :3])
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError("too_many_pixels", f"{img.shape[1]}x{img.shape[0]}")
-    return np.ascontiguousarray(img)
+    return img
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """OpenCV's grey or BGR uint8 -> HxWx3 RGB (a new contiguous array)."""
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
 
 
 def validate(img: np.ndarray, limits: ImageLimits) -> None:
@@ -140,10 +148,12 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 
 def prepare(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """Decode -> validate -> resize: the RGB array the ingest stores (raises ImageError)."""
-    img = decode_rgb(data, limits.max_pixels)
+    """Decode -> validate -> resize: the RGB array the ingest stores (raises ImageError). The same pixels as
+    resize_max_side(decode_rgb(data)), with the colour conversion done on the resized image (a channel swap
+    commutes with a per-channel resize), which is most of the ingest's photos' pixels fewer to convert."""
+    img = _decode(data, limits.max_pixels)
     validate(img, limits)
-    return resize_max_side(img, limits.max_side)
+    return to_rgb(resize_max_side(img, limits.max_side))
 
 
 def process(data: bytes, limits: ImageLimits, quality: int = 90) -> tuple[bytes, int, int]:

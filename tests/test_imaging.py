@@ -73,6 +73,22 @@ def test_process_resizes_longer_side_and_never_enlarges():
     assert (h, w) == (40, 60)
 
 
+@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("L", "PNG"), ("RGBA", "PNG"), ("I;16", "PNG")])
+def test_prepare_is_decode_then_resize_pixel_for_pixel(mode, fmt):
+    """prepare converts colour after resizing (fewer pixels): it must store exactly what decode-then-resize does."""
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, (300, 420), dtype=np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)).convert(mode)
+    data = _bytes(img, fmt)
+    limits = imaging.ImageLimits(max_side=128)
+    want = imaging.resize_max_side(imaging.decode_rgb(data), 128)
+    got = imaging.prepare(data, limits)
+    assert got.shape == want.shape == (91, 128, 3) and got.dtype == np.uint8
+    assert np.array_equal(got, want)
+
+
 def test_masks_roundtrip_exactly():
     mask = np.random.default_rng(0).integers(0, 6, (33, 47)).astype(np.uint8)
     mask[0, 0] = 255
