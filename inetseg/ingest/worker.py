@@ -22,16 +22,11 @@ def _is_url(src: str) -> bool:
 
 
 def process_files(sources: list[str], tags: list, labels: list, limits: imaging.ImageLimits, quality: int,
-                  fetcher: download.Fetcher | None = None,
-                  bodies: Iterator[bytes | imaging.ImageError] | None = None) -> pa.Table:
-    """Read (or download) + transform one batch; a failure becomes a row with its reason, never an exception.
-
-    bodies: the batch's URL sources already downloading, in order (Fetcher.iter_many over the shard), one taken per
-    URL source as its turn comes, so the downloads run on while earlier images decode; default: fetched here."""
+                  bodies: Iterator[bytes | imaging.ImageError]) -> pa.Table:
+    """Read (or take the download of) + transform one batch; a failure becomes a row with its reason, never an
+    exception. bodies: the URL sources' downloads in order (Fetcher.iter_many over the shard, already running),
+    one taken per URL source as its turn comes, so the downloads go on while earlier images decode."""
     rows: dict[str, list] = {n: [] for n in schema.IMAGES.names}
-    if bodies is None:
-        urls = [s for s in sources if _is_url(s)]
-        bodies = iter((fetcher or download.Fetcher(download.FetchPolicy())).get_many(urls) if urls else [])
     for src, tag, label in zip(sources, tags, labels):
         status, error, jpeg, h, w, sha, ph = schema.STATUS_OK, "", None, 0, 0, None, None
         body = next(bodies) if _is_url(src) else None  # outside the try: a missing body is a bug, not a bad image
@@ -77,7 +72,7 @@ def ingest_shard(spec: dict, out: str, limits: imaging.ImageLimits, quality: int
                 pq.ParquetWriter(sink, schema.IMAGES, compression="zstd") as w:
             for i in range(0, len(sources), batch):
                 table = process_files(sources[i:i + batch], tags[i:i + batch], labels[i:i + batch], limits, quality,
-                                      bodies=bodies)
+                                      bodies)
                 w.write_table(table)
                 st = table.column("status").to_pylist()
                 statuses.update(st)
