@@ -12,7 +12,8 @@ from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import requests
+import certifi
+import urllib3
 
 from inetseg.imaging import ImageError, sniff
 
@@ -31,6 +32,7 @@ class FetchPolicy:
     per_host: int = 8
     allow_private_hosts: bool = False
     max_redirects: int = 3
+    ca_certs: str = ""  # PEM bundle that HTTPS certificates must chain to ("" = certifi's, as requests uses)
 
 
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -41,7 +43,7 @@ def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 def check_host(url: str, allow_private: bool) -> str:
     """The address to connect to for `url`: its host resolved once, every answer vetted against private, loopback,
     link-local and metadata addresses (SSRF) unless allow_private. The caller connects to exactly this address
-    (pinned_url): resolving the name again could answer differently (DNS rebinding)."""
+    (Fetcher.pool): resolving the name again could answer differently (DNS rebinding)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ImageError("bad_url", url[:200])
@@ -60,37 +62,25 @@ def check_host(url: str, allow_private: bool) -> str:
     return str(ips[0])
 
 
-def pinned_url(url: str, ip: str) -> tuple[str, dict[str, str]]:
-    """`url` with its host replaced by the vetted address, and the Host header that keeps the name."""
+def host_header(url: str) -> str:
+    """The Host header of `url` (name and any explicit port): a request pinned to the vetted address keeps it."""
     parts = urllib.parse.urlsplit(url)
-    host = f"[{ip}]" if ":" in ip else ip
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    name = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), {"Host": name}
-
-
-class PinnedAdapter(requests.adapters.HTTPAdapter):
-    """Requests to a pinned URL (the vetted IP) whose TLS still checks the name: SNI and the certificate's host
-    are the Host header's name, not the address."""
-
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[no-untyped-def]
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        name = urllib.parse.urlsplit("//" + request.headers.get("Host", "")).hostname
-        if host_params.get("scheme") == "https" and name:
-            pool_kwargs.update(server_hostname=name, assert_hostname=name)
-        return host_params, pool_kwargs
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 class Fetcher:
-    """Downloads many URLs with a thread pool; at most `per_host` requests in flight per host."""
+    """Downloads many URLs with a thread pool; at most `per_host` requests in flight per host.
+
+    Connections go through urllib3 pools keyed by the vetted address, not through requests: over loopback
+    (16 threads, real-dev JPEGs) requests cost about 0.5 ms more CPU a download than urllib3 alone, a quarter
+    core at the ingest's 500 images/s on 2 cores."""
+
+    MAX_POOLS = 64  # connection pools kept (least recently used closed first): hosts of a manifest can be many
 
     def __init__(self, policy: FetchPolicy):
         self.policy = policy
-        self.session = requests.Session()
-        adapter = PinnedAdapter(pool_connections=32, pool_maxsize=policy.threads)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self.host_slots: dict[str, threading.Semaphore] = {}
+        self.pools: collections.OrderedDict[tuple, urllib3.HTTPConnectionPool] = collections.OrderedDict()
         self.lock = threading.Lock()
 
     def _slot(self, url: str) -> threading.Semaphore:
@@ -98,36 +88,76 @@ class Fetcher:
         with self.lock:
             return self.host_slots.setdefault(host, threading.Semaphore(self.policy.per_host))
 
+    def pool(self, scheme: str, ip: str, port: int, name: str) -> urllib3.HTTPConnectionPool:
+        """The connection pool to exactly `ip` (the vetted address) for host `name`: HTTPS keeps the name for SNI
+        and the certificate check, so pinning the address never weakens TLS."""
+        key = (scheme, ip, port, name)
+        with self.lock:
+            pool = self.pools.get(key)
+            if pool is not None:
+                self.pools.move_to_end(key)
+                return pool
+            kw: dict = {"maxsize": self.policy.threads, "block": False, "retries": False}
+            if scheme == "https":
+                pool = urllib3.HTTPSConnectionPool(ip, port, server_hostname=name, assert_hostname=name,
+                                                   cert_reqs="CERT_REQUIRED",
+                                                   ca_certs=self.policy.ca_certs or certifi.where(), **kw)
+            else:
+                pool = urllib3.HTTPConnectionPool(ip, port, **kw)
+            self.pools[key] = pool
+            while len(self.pools) > self.MAX_POOLS:
+                self.pools.popitem(last=False)[1].close()
+            return pool
+
     def _get_once(self, url: str) -> bytes:
         """One GET, following redirects by hand so every hop passes the SSRF guard and connects to the address
         the guard vetted."""
         p = self.policy
         for _ in range(p.max_redirects + 1):
-            target, headers = pinned_url(url, check_host(url, p.allow_private_hosts))
-            with self._slot(url), self.session.get(target, headers=headers, timeout=p.timeout, stream=True,
-                                                   allow_redirects=False) as r:
-                if r.is_redirect:
-                    url = urllib.parse.urljoin(url, r.headers.get("Location", ""))
-                    continue
-                if r.status_code != 200:
-                    raise ImageError(f"http_{r.status_code}")
-                ctype = r.headers.get("Content-Type", "")
-                if not ctype.startswith("image/"):
-                    raise ImageError("bad_content_type", ctype[:80])
-                declared = int(r.headers.get("Content-Length") or 0)
-                if declared > p.max_bytes:
-                    raise ImageError("too_large", f"{declared} bytes")
-                body = bytearray()
-                for chunk in r.iter_content(65536):
-                    body += chunk
-                    if len(body) > p.max_bytes:
-                        raise ImageError("too_large", f"> {p.max_bytes} bytes")
-                if declared and len(body) < declared:
-                    raise ImageError("truncated", f"{len(body)} of {declared} bytes")
-                if not sniff(bytes(body)):
-                    raise ImageError("not_an_image", "magic bytes")
-                return bytes(body)
+            ip = check_host(url, p.allow_private_hosts)
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            headers = {"Host": host_header(url), "Accept-Encoding": "identity"}
+            pool = self.pool(parts.scheme, ip, port, str(parts.hostname))
+            with self._slot(url):
+                r = pool.urlopen("GET", path, headers=headers, redirect=False, preload_content=False,
+                                 timeout=urllib3.Timeout(connect=p.timeout, read=p.timeout))
+                read = False
+                try:
+                    if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+                        url = urllib.parse.urljoin(url, r.headers["Location"])
+                        continue
+                    body = self._body(r)
+                    read = True
+                    return body
+                finally:
+                    if not read:  # an unread rest (an error page, a refused size) must not poison a pooled connection
+                        r.close()
+                    r.release_conn()
         raise ImageError("too_many_redirects")
+
+    def _body(self, r: urllib3.BaseHTTPResponse) -> bytes:
+        """The image bytes of a final response, or the ImageError that says why not."""
+        p = self.policy
+        if r.status != 200:
+            raise ImageError(f"http_{r.status}")
+        ctype = r.headers.get("Content-Type", "")
+        if not ctype.startswith("image/"):
+            raise ImageError("bad_content_type", ctype[:80])
+        declared = int(r.headers.get("Content-Length") or 0)
+        if declared > p.max_bytes:
+            raise ImageError("too_large", f"{declared} bytes")
+        body = bytearray()
+        for chunk in r.stream(65536):
+            body += chunk
+            if len(body) > p.max_bytes:
+                raise ImageError("too_large", f"> {p.max_bytes} bytes")
+        if declared and len(body) < declared:
+            raise ImageError("truncated", f"{len(body)} of {declared} bytes")
+        if not sniff(bytes(body)):
+            raise ImageError("not_an_image", "magic bytes")
+        return bytes(body)
 
     def get(self, url: str) -> bytes:
         """GET with retries (exponential backoff, jitter) on 5xx, 429 and network errors."""
@@ -138,10 +168,10 @@ class Fetcher:
                 retry = e.reason == "http_429" or e.reason.startswith("http_5")
                 if not retry or attempt == self.policy.retries:
                     raise
-            except requests.Timeout:
+            except urllib3.exceptions.TimeoutError:
                 if attempt == self.policy.retries:
                     raise ImageError("timeout") from None
-            except requests.RequestException as e:
+            except urllib3.exceptions.HTTPError as e:
                 if attempt == self.policy.retries:
                     raise ImageError("network_error", str(e).splitlines()[0][:200]) from None
             time.sleep(self.policy.backoff * 2 ** attempt * random.uniform(0.5, 1.5))

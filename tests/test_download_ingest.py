@@ -1,6 +1,11 @@
 """Download + ingest from a crawl's manifest, against the offline Flickr with injected faults."""
+import http.server
 import json
+import ssl
+import threading
 
+import cv2
+import numpy as np
 import pytest
 
 from inetseg import download, shards
@@ -68,15 +73,88 @@ def test_a_dns_answer_that_changes_after_the_check_cannot_redirect_the_download(
             b"\xff\xd8\xff"
 
 
-def test_a_pinned_https_request_keeps_the_name_for_sni_and_the_certificate():
-    import requests
+class _TLSServer:
+    """A loopback HTTPS server with a self-signed certificate for one name; records the SNI names it was asked."""
 
-    req = requests.Request("GET", "https://93.184.216.34/a.jpg", headers={"Host": "images.example:8443"}).prepare()
-    host_params, pool_kwargs = download.PinnedAdapter().build_connection_pool_key_attributes(req, True)
-    assert host_params["host"] == "93.184.216.34"
-    assert pool_kwargs["server_hostname"] == pool_kwargs["assert_hostname"] == "images.example"
-    assert download.pinned_url("https://images.example:8443/a.jpg?x=1", "2001:db8::1") == \
-        ("https://[2001:db8::1]:8443/a.jpg?x=1", {"Host": "images.example:8443"})
+    def __init__(self, folder, name: str):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        self.ca = str(folder / "cert.pem")
+        keyfile = str(folder / "key.pem")
+        with open(self.ca, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(keyfile, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        self.sni: list[str | None] = []
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(self.ca, keyfile)
+        self.ctx.sni_callback = lambda sock, server_name, ctx: self.sni.append(server_name)
+
+    def __enter__(self):
+        body = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = self.ctx.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_pinned_https_download_keeps_the_name_for_sni_and_the_certificate(tmp_path, monkeypatch):
+    """The download connects to the vetted address, yet TLS still sends and checks the URL's name: a certificate
+    for that name passes, the same server under a name its certificate lacks fails, and so does an unknown CA."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):  # both names answer the loopback server's address
+        if host in ("images.example", "other.example"):
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with _TLSServer(tmp_path, "images.example") as tls:
+        port = tls.server.server_address[1]
+        f = download.Fetcher(download.FetchPolicy(allow_private_hosts=True, retries=0, timeout=5, ca_certs=tls.ca))
+        assert f.get_many([f"https://images.example:{port}/a.jpg"])[0][:3] == b"\xff\xd8\xff"
+        assert ("https", "127.0.0.1", port, "images.example") in f.pools  # connected to the address, not the name
+        assert tls.sni and set(tls.sni) == {"images.example"}
+        wrong_name = f.get_many([f"https://other.example:{port}/a.jpg"])[0]
+        assert isinstance(wrong_name, ImageError) and wrong_name.reason == "network_error", wrong_name
+        unknown_ca = download.Fetcher(download.FetchPolicy(allow_private_hosts=True, retries=0, timeout=5))
+        got = unknown_ca.get_many([f"https://images.example:{port}/a.jpg"])[0]
+        assert isinstance(got, ImageError) and got.reason == "network_error", got
+    assert download.host_header("https://images.example:8443/a.jpg?x=1") == "images.example:8443"
+    assert download.host_header("http://images.example/a.jpg") == "images.example"
 
 
 def test_fetch_checks_type_magic_and_size(corpus):
