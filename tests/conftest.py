@@ -127,3 +127,21 @@ def random_predictions(path: str, rows: int, height: int, width: int, seed: int 
     shards.write_table(pa.Table.from_pydict(table, schema=schema.PREDICTIONS), path)
     shards.mark_complete(path, "test", {"classes": ["a", "b"]})
     return path
+
+
+def random_classifier(folder, classes: list[str]) -> str:
+    """A random-weight classifier saved as the classifier stage exports one (attention needs a net, not a good one)."""
+    import json
+
+    import torch
+
+    from inetseg import shards
+    from inetseg.models.classifier import build_classifier
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True)
+    meta = {"kind": "classifier", "num_classes": len(classes), "width": 0.25, "classes": classes, "input_size": 64}
+    torch.save(build_classifier(len(classes), 0.25).state_dict(), folder / "model.pt")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    shards.mark_complete(str(folder), "faults", meta)
+    return str(folder)

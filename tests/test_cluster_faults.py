@@ -63,30 +63,13 @@ def test_crf_stage_survives_a_lost_node(cluster, tmp_path):
     assert meta["images"] == ROWS and len(ids) == ROWS and len(set(ids)) == ROWS  # every row exactly once
 
 
-def _random_classifier(folder, classes: list[str]) -> str:
-    """A random-weight classifier saved as the classifier stage exports one (attention needs a net, not a good one)."""
-    import json
-
-    import torch
-
-    from inetseg.models.classifier import build_classifier
-
-    torch.manual_seed(0)
-    folder.mkdir(parents=True)
-    meta = {"kind": "classifier", "num_classes": len(classes), "width": 0.25, "classes": classes, "input_size": 64}
-    torch.save(build_classifier(len(classes), 0.25).state_dict(), folder / "model.pt")
-    (folder / "meta.json").write_text(json.dumps(meta))
-    shards.mark_complete(str(folder), "faults", meta)
-    return str(folder)
-
-
 def test_attention_actor_pool_survives_a_lost_node(cluster, tmp_path):
-    from conftest import ingested_corpus
+    from conftest import ingested_corpus, random_classifier
 
     from inetseg.stages import attention
 
     images = ingested_corpus(tmp_path, classes=3, per_class=60)
-    model = _random_classifier(tmp_path / "classifier", list(shards.read_marker(images)["classes"]))
+    model = random_classifier(tmp_path / "classifier", list(shards.read_marker(images)["classes"]))
     cfg = C.AttentionConfig(images=images, model=model, out=str(tmp_path / "pseudo"), input_size=64,
                             compute=C.ComputeConfig(num_actors=2, cpus_per_worker=1, inference_batch_size=4))
     meta = _lose_a_node_mid_stage(cluster, lambda: attention.run(cfg))

@@ -131,6 +131,9 @@ class AttentionConfig:
     objectness: float = 0.0
     delta_object: float = 0.65  # Eqn 10: attention above this -> the tag's class (paper's delta2, read as swapped)
     delta_background: float = 0.5  # Eqn 10: attention at or below this -> background; between -> 255 ignore
+    # Where Eqn 9-10 run: inside the attention actors | in CPU tasks after them | auto = tasks when the actors
+    # hold GPUs (the segments are CPU work that would leave the GPU idle), actors otherwise
+    postprocess: Literal["auto", "actor", "tasks"] = "auto"
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def validate(self, p: str = "") -> None:
