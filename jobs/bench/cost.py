@@ -13,6 +13,10 @@ Work per stage, in image passes at the preset's input sizes (read from the confi
              again (include_initial: on the first labels too)
   ingest     CPU: every crawled image downloaded, decoded, hashed, resized, encoded (the measured per-core rate)
   crf        CPU: the test split only (negligible at 1.5k images; per-core rate measured by bench/crf.py)
+  attention post-processing
+             CPU: Eqn 9's segments and Eqn 10 for each kept image at its ingested size (500 px), in CPU tasks beside
+             the GPU actors (attention.postprocess=auto); per-image seconds measured by bench/attention.py (`paper`
+             net: 1 / full path rate - 1 / maps rate), spread over the CPU workers' cores
 
 GPU rate (assumed, cited): NVIDIA DeepLearningExamples, ResNet-50 v1.5 PyTorch, pytorch-21.03 container:
 1x V100 16GB mixed-precision training 1200 img/s, 1x A100 80GB 2470 img/s (224 px). GoogLeNet needs ~1.5
@@ -78,8 +82,19 @@ def gpu_hours(work: dict[str, dict], gpu: str) -> dict[str, float]:
     return {s: (w["train"] / rate + w["infer"] / (rate * INFERENCE_OVER_TRAIN)) / 3600 for s, w in work.items()}
 
 
+def post_seconds(attention_json: str, default: float) -> float:
+    """CPU seconds of Eqn 9-10 per 500 x 375 photo: the paper net's full path minus its maps (bench/attention.py)."""
+    if attention_json and os.path.exists(attention_json):
+        rates = json.load(open(attention_json))["nets"]["paper"]["images_per_s"]
+        return 1 / rates["full"]["median"] - 1 / rates["maps"]["median"]
+    return default
+
+
 def table(args, cfg) -> dict:
     work = passes(cfg, args.images, args.kept)
+    post_s = post_seconds(args.attention_json, args.post_seconds)
+    held = args.images * args.kept * (cfg.split.share if cfg.finetune.enabled else 0.0)
+    post_core_h = (args.images * args.kept - held) * post_s / 3600
     ingest_rate = args.ingest_per_core
     if args.ingest_json and os.path.exists(args.ingest_json):
         loop = json.load(open(args.ingest_json)).get("loop", {}).get("sizes", {})
@@ -88,6 +103,9 @@ def table(args, cfg) -> dict:
             ingest_rate = big["images_per_s"]["ray"]["median"] / json.load(open(args.ingest_json))["settings"][
                 "num_cpus"]
     out: dict = {"images": args.images, "kept": args.kept, "passes": work, "ingest_images_per_core_s": ingest_rate,
+                 "attention_post_seconds_per_image": post_s, "attention_post_core_hours": round(post_core_h, 1),
+                 # Before attention.postprocess: Eqn 9-10 inside the GPU actors, each GPU idle while its CPU segments
+                 "attention_post_hours_inside_gpu_actors": round(post_core_h / cfg.attention.compute.num_actors, 1),
                  "configs": {}}
     for name, p in PRICES.items():
         worker, gpu, price = p["gpu_worker"]
@@ -97,13 +115,15 @@ def table(args, cfg) -> dict:
         cpu_type, vcpus, cpu_price = p["cpu_worker"]
         ingest_core_h = args.images / ingest_rate / 3600
         ingest_wall_h = ingest_core_h / (args.cpu_workers * vcpus)
-        cost = (gpu_h / DDP_EFFICIENCY) * price + ingest_wall_h * args.cpu_workers * cpu_price \
-            + (wall_h + ingest_wall_h) * p["head"][1]
+        post_wall_h = post_core_h / (args.cpu_workers * vcpus)
+        cost = (gpu_h / DDP_EFFICIENCY) * price + (ingest_wall_h + post_wall_h) * args.cpu_workers * cpu_price \
+            + (wall_h + ingest_wall_h + post_wall_h) * p["head"][1]
         out["configs"][name] = {
             "gpu_worker": worker, "gpu": gpu, "gpus": args.gpus, "gpu_hours": round(gpu_h, 1),
             "gpu_hours_per_stage": {k: round(v, 1) for k, v in per_stage.items()},
             "wall_hours_gpu_stages": round(wall_h, 1), "cpu_workers": f"{args.cpu_workers} x {cpu_type}",
             "ingest_core_hours": round(ingest_core_h, 1), "ingest_wall_hours": round(ingest_wall_h, 2),
+            "attention_post_wall_hours": round(post_wall_h, 2),
             "on_demand_usd": round(cost)}
     # Driver and object store: the driver holds the run's plan and markers, never rows (bench/scale.py measures
     # its RSS flat from 25k to 100k images); the object store holds blocks in flight: decoded caches are off at
@@ -115,14 +135,16 @@ def table(args, cfg) -> dict:
 
 def markdown(t: dict) -> str:
     rows = ["| config | GPU worker | GPU-hours (filter / classifier / attention / segmenter / finetune) | "
-            "wall hours on 8 GPUs | ingest core-hours (wall on the CPU workers) | on-demand cost |",
-            "|---|---|---|---:|---|---:|"]
+            "wall hours on 8 GPUs | ingest core-hours (wall on the CPU workers) | attention Eqn 9-10 core-hours "
+            "(wall) | on-demand cost |",
+            "|---|---|---|---:|---|---|---:|"]
     for name, c in t["configs"].items():
         s = c["gpu_hours_per_stage"]
         rows.append(f"| {name} | {c['gpu_worker']} ({c['gpu']}) | {c['gpu_hours']:.0f} ({s['filter']:.1f} / "
                     f"{s['classifier']:.1f} / {s['attention']:.1f} / {s['segmenter']:.1f} / {s['finetune']:.1f}) | "
                     f"{c['wall_hours_gpu_stages']:.1f} | {c['ingest_core_hours']:.0f} ({c['ingest_wall_hours']:.2f} h "
-                    f"on {c['cpu_workers']}) | ${c['on_demand_usd']:,} |")
+                    f"on {c['cpu_workers']}) | {t['attention_post_core_hours']:.0f} "
+                    f"({c['attention_post_wall_hours']:.2f} h) | ${c['on_demand_usd']:,} |")
     return "\n".join(rows)
 
 
@@ -136,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-workers", type=int, default=16)
     ap.add_argument("--ingest-json", default="", help="a bench/ingest.py result (its loop part gives the rate)")
     ap.add_argument("--ingest-per-core", type=float, default=40.0, help="images/s per core when no JSON is given")
+    ap.add_argument("--attention-json", default="", help="a bench/attention.py result (Eqn 9-10's CPU seconds)")
+    ap.add_argument("--post-seconds", type=float, default=0.15,
+                    help="Eqn 9-10 CPU seconds per 500 px photo when no attention JSON is given")
     args = ap.parse_args(argv)
     cfg = pipeline.load_config("paper", None, ["source=/crawl", "out=/tmp/inetseg-cost"])
     t = table(args, cfg)
