@@ -4,7 +4,8 @@
 
 The photos (CamVid: 480 x 360, 11 labels) get coarse, noisy probabilities made from their masks (crf.coarse_probs,
 as in the quality bench) and go into a PREDICTIONS table with float16 probs, exactly what the crf stage reads
-after predict. Then, interleaved and alternating which goes first, each --repeats times:
+after predict (files of predict.ROWS_PER_FILE rows). Then, interleaved and alternating which goes first, each
+--repeats times:
 
   bare   one process: read the table with pyarrow, refine every row (decode photo and probs, pydensecrf, encode
          the PNG: inetseg.crf.refine_png, the function the stage maps) in a plain loop, write one Parquet file
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq
 from inetseg import config as C
 from inetseg import imaging, masks, schema, shards, storage
 from inetseg.crf import refine_png
+from inetseg.stages import predict
 from jobs.bench.common import machine, ratio_spread, spread, versions
 
 log = logging.getLogger("inetseg")
@@ -57,7 +59,9 @@ def build_table(root: str, n: int, classes: int, void: int, coarse, out: str) ->
                      ("height", mask.shape[0]), ("width", mask.shape[1])):
             rows[k].append(v)
     shards.prepare(out)
-    shards.write_table(pa.Table.from_pydict(rows, schema=schema.PREDICTIONS), out)
+    table = pa.Table.from_pydict(rows, schema=schema.PREDICTIONS)
+    for i in range(0, len(names), predict.ROWS_PER_FILE):  # files as the predict stage writes them
+        shards.write_table(table.slice(i, predict.ROWS_PER_FILE), out, f"part-{i // predict.ROWS_PER_FILE:05d}.parquet")
     shards.mark_complete(out, "bench", {"images": len(names), "classes": [str(i) for i in range(1, classes)]})
     return len(names)
 
@@ -69,7 +73,7 @@ def _refine_pair(cfg: C.CRFConfig, pair: tuple[bytes, bytes]) -> bytes:
 def bare(table: str, cfg: C.CRFConfig, out: str, pool=None) -> int:
     """The baseline without Ray: the same rows through the same function in one process (or a process pool's
     map, one process per core, started before the clock), one Parquet file out."""
-    t = pq.read_table(shards.parquet_files(table)[0])
+    t = pa.concat_tables([pq.read_table(f) for f in shards.parquet_files(table)])
     cols = t.to_pydict()
     pairs = list(zip(cols["image"], cols["probs"]))
     preds = (pool.map(functools.partial(_refine_pair, cfg), pairs, chunksize=1) if pool is not None
