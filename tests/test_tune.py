@@ -224,6 +224,10 @@ def test_each_trial_reports_at_asha_rungs_attention_segmenter_final(search):
             continue
         assert set(t["rungs"]) == set(["attention", "segmenter", "final"][:len(t["rungs"])]), t["rungs"]
         assert t["rungs"][t["stage"]] == pytest.approx(t["objective"])
+        # ... and its terms, which give that objective back (tuning.evidence_score: p_in - p_out - area)
+        assert set(t["rung_terms"]) == set(t["rungs"]), t["rung_terms"]
+        for stage, terms in t["rung_terms"].items():
+            assert terms["p_in"] - terms["p_out"] - terms["area"] == pytest.approx(t["rungs"][stage])
 
 
 def test_best_yaml_is_a_pipeline_config_with_the_best_values(search):

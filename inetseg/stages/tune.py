@@ -168,6 +168,17 @@ def rung_objectives(result: Any) -> dict[str, float]:
     return {str(s): float(o) for s, o in zip(df["stage"], df["objective"]) if isinstance(s, str)}
 
 
+def rung_terms(result: Any) -> dict[str, dict[str, float]]:
+    """The label-free objective's terms at each rung (stage -> p_in, p_out, area): what a reader needs to see which
+    term ranks the trials, and to try another weighting of them without re-running a search."""
+    df = result.metrics_dataframe
+    terms = [k for k in ("p_in", "p_out", "area") if df is not None and k in df]
+    if not terms or "stage" not in df:
+        return {}
+    return {str(row["stage"]): {k: float(row[k]) for k in terms} for _, row in df.iterrows()
+            if isinstance(row["stage"], str)}
+
+
 def trials_table(grid: Any) -> list[dict]:
     """Every trial: its values, last objective, each rung's objective, how many reports, whether ASHA stopped it,
     its final model."""
@@ -175,7 +186,7 @@ def trials_table(grid: Any) -> list[dict]:
     for r in grid:
         m = r.metrics or {}
         rows.append({"trial": m.get("trial_id", ""), "config": r.config, "objective": m.get("objective"),
-                     "rungs": rung_objectives(r),
+                     "rungs": rung_objectives(r), "rung_terms": rung_terms(r),
                      "reports": m.get("training_iteration", 0), "stage": m.get("stage", ""),
                      "finished": m.get("stage") == "final",
                      "valid": bool(m.get("valid", 0)), "model": m.get("model", ""),

@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         "finished_trials": len(final),
         # ASHA's first cut: the pseudo labels' evidence (the attention rung) against their true mIoU, every trial
         "spearman_attention_rung_vs_pseudo": at_attention["spearman"], "attention_rung_trials": at_attention["trials"],
+        # ... and each of its terms alone (which one ranks the trials, which one works against the others)
+        "spearman_attention_terms_vs_pseudo": {
+            k: rank_agreement(trials, lambda t, k=k: t.get("rung_terms", {}).get("attention", {}).get(k),
+                              "pseudo_miou")["spearman"] for k in ("p_in", "p_out", "area")},
         "best": summary["best"], "best_objective": summary["best_objective"], "mlflow_uri": summary["mlflow_uri"],
         "search_seconds": summary["seconds"]}
     storage.write_json(args.out, result)  # kept if the full runs are stopped
