@@ -1,6 +1,13 @@
 """Pseudo-label quality of attention settings on the masked TRAINING photos of a real-photo bench run.
 
     python jobs/bench/real_attention.py --work runs/real --out jobs/bench/results/real-attention.json
+    python jobs/bench/real_attention.py --work runs/real --space 24 --out F.json   # does `inetseg tune` see it?
+
+With --space N: N settings of the attention keys drawn from `inetseg tune`'s default space (seeded), each
+scored twice: by the masks (pseudo-label mIoU) and by the label-free objective the tune's attention rung
+uses (tuning.evidence_score: P(tag | I.M) - P(tag | I.(1-M)) - |M|/|I|, M the pseudo label's object pixels), and
+the rank correlation of the two (and of each term alone) over the N settings: many more settings than a search's
+dozen trials, at a minute each, for thresholds that act before the segmenter.
 
 Uses the run's own classifier (`<work>/run/classifier`) and `<work>/data/split.json` (written by
 jobs/bench/real.py). The masks measure only: this is where the real preset's attention settings were
@@ -19,8 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np
 import torch
 
-from inetseg import imaging, masks, metrics
+from inetseg import finetune, imaging, masks, metrics, tuning
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
+from inetseg.inference import tag_probability
 from inetseg.models.io import load_model
 
 # name -> Method fields; "objectness alone" weighs the prior 1000:1 against the attention.
@@ -38,19 +46,36 @@ VARIANTS = {
 }
 
 
+def evidence_terms(model: torch.nn.Module, images: list[np.ndarray], pseudo: list[np.ndarray], labels: np.ndarray,
+                   input_size: int) -> np.ndarray:
+    """Per image (p_in, p_out, area) of the tune's attention rung: the classifier's P(tag) of the pseudo label's
+    object pixels and of the rest (ignored pixels are not claimed as object), and the object's share."""
+    regions = [p == lab for p, lab in zip(pseudo, labels)]
+    dev = torch.device("cpu")
+    p_in = tag_probability(model, [finetune.masked_image(im, m) for im, m in zip(images, regions)], labels,
+                           input_size, dev)
+    p_out = tag_probability(model, [finetune.masked_image(im, ~m) for im, m in zip(images, regions)], labels,
+                            input_size, dev)
+    return np.stack([p_in, p_out, [m.mean() for m in regions]], 1)
+
+
 def measure(model: torch.nn.Module, items: list[tuple[str, str, int]], method: Method, max_side: int,
-            input_size: int, classes: list[str]) -> dict:
-    """mIoU / precision / ignored share of the pseudo labels of `items` (photo, mask, label) against their masks."""
+            input_size: int, classes: list[str], classifier_input: int = 0) -> dict:
+    """mIoU / precision / ignored share of the pseudo labels of `items` (photo, mask, label) against their masks;
+    with classifier_input, also the label-free objective's terms (evidence_terms) averaged over the photos."""
     n = len(classes) + 1
     cm = np.zeros((n, n + 1), np.int64)
     labelled = correct = total = 0
+    terms = []
     for i in range(0, len(items), 16):
         chunk = items[i:i + 16]
         images = [imaging.resize_max_side(imaging.decode_rgb(open(p, "rb").read()), max_side) for p, _, _ in chunk]
         labels = np.array([lab for _, _, lab in chunk])
         maps = attention_maps(model, images, labels, input_size, torch.device("cpu"), method)
-        for (_, mask_path, lab), image, att in zip(chunk, images, maps):
-            pseudo, _ = pseudo_label(att, image, int(lab), method)
+        pseudos = [pseudo_label(att, image, int(lab), method)[0] for image, att, lab in zip(images, maps, labels)]
+        if classifier_input:
+            terms.append(evidence_terms(model, images, pseudos, labels, classifier_input))
+        for (_, mask_path, _), pseudo in zip(chunk, pseudos):
             gt = masks.decode_mask(open(mask_path, "rb").read(), mask_path)
             pseudo = imaging.resize_labels(pseudo, *gt.shape)
             cm += metrics.confusion_matrix(gt, pseudo, n)
@@ -58,8 +83,43 @@ def measure(model: torch.nn.Module, items: list[tuple[str, str, int]], method: M
             labelled, total = labelled + int(valid.sum()), total + pseudo.size
             correct += int((pseudo[valid] == gt[valid]).sum())
     s = metrics.summarize(cm, ["background", *classes])
-    return {"miou": s["miou"], "per_class_iou": s["per_class_iou"], "precision": correct / max(1, labelled),
-            "ignored": 1 - labelled / max(1, total)}
+    got = {"miou": s["miou"], "per_class_iou": s["per_class_iou"], "precision": correct / max(1, labelled),
+           "ignored": 1 - labelled / max(1, total)}
+    if terms:
+        t = np.concatenate(terms)
+        got.update(objective=tuning.evidence_score(t[:, 0], t[:, 1], t[:, 2]), p_in=float(t[:, 0].mean()),
+                   p_out=float(t[:, 1].mean()), area=float(t[:, 2].mean()))
+    return got
+
+
+def sample_space(n: int, seed: int) -> dict[str, dict]:
+    """n settings of the attention keys of `inetseg tune`'s default space, drawn uniformly (log-uniformly where the
+    space says so); the first is the preset's own (Method's defaults)."""
+    rng = np.random.default_rng(seed)
+    space = {k.split(".", 1)[1]: v for k, v in tuning_space().items() if k.startswith("attention.")}
+    out: dict[str, dict] = {"default": {}}
+    while len(out) < n:
+        fields = {}
+        for key, dist in space.items():
+            (kind, (low, high)), = dist.items()
+            fields[key] = float(np.exp(rng.uniform(np.log(low), np.log(high))) if kind == "loguniform"
+                                else rng.uniform(low, high))
+        if fields.get("delta_background", 0) <= fields.get("delta_object", 1):  # the pipeline refuses the rest
+            out[f"sample {len(out)}"] = fields
+    return out
+
+
+def tuning_space() -> dict:
+    from inetseg.config.tuning import DEFAULT_SPACE
+
+    return DEFAULT_SPACE
+
+
+def agreement(variants: dict) -> dict:
+    """Spearman over the settings of the objective (and of each term) with the pseudo labels' mIoU."""
+    rows = [v for v in variants.values() if "objective" in v]
+    truth = [v["miou"] for v in rows]
+    return {k: tuning.spearman([v[k] for v in rows], truth) for k in ("objective", "p_in", "p_out", "area")}
 
 
 def main(argv: list[str]) -> int:
@@ -68,22 +128,39 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--max-side", type=int, default=128, help="photo size as the run ingested it")
     p.add_argument("--input-size", type=int, default=256, help="attention input side, as the run used")
+    p.add_argument("--classifier", default="", help="classifier folder (default: <work>/run/classifier)")
+    p.add_argument("--space", type=int, default=0, metavar="N",
+                   help="N settings drawn from the tune's default attention space, each also scored label-free")
+    p.add_argument("--seed", type=int, default=0, help="--space: the draw's seed")
+    p.add_argument("--objectness", type=float, default=1.0, help="--space: the prior's weight (the real preset's)")
     args = p.parse_args(argv)
     split = json.load(open(os.path.join(args.work, "data", "split.json")))
     classes = split["classes"]
     items = [(photo, mask, classes.index(os.path.basename(os.path.dirname(photo))) + 1)
              for photo, mask in sorted(split["train_masks"].items())]
     torch.set_num_threads(os.cpu_count() or 1)
-    model, _ = load_model(os.path.join(args.work, "run", "classifier"), torch.device("cpu"), "classifier")
+    model, meta = load_model(args.classifier or os.path.join(args.work, "run", "classifier"), torch.device("cpu"),
+                             "classifier")
     result = {"work": os.path.abspath(args.work), "photos": len(items), "max_side": args.max_side,
               "input_size": args.input_size, "variants": {}}
-    for name, fields in VARIANTS.items():
+    variants = VARIANTS
+    if args.space:
+        variants = {k: {**v, "objectness": args.objectness} for k, v in sample_space(args.space, args.seed).items()}
+        result.update(space=args.space, seed=args.seed, objectness=args.objectness)
+    for name, fields in variants.items():
         t0 = time.time()
-        result["variants"][name] = {**measure(model, items, Method(**fields), args.max_side, args.input_size,
-                                              classes), "settings": fields, "seconds": round(time.time() - t0, 1)}
-        print(f"{name:<40} mIoU {100 * result['variants'][name]['miou']:5.1f} %", flush=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+        got = measure(model, items, Method(**fields), args.max_side, args.input_size, classes,
+                      int(meta["input_size"]) if args.space else 0)
+        result["variants"][name] = {**got, "settings": fields, "seconds": round(time.time() - t0, 1)}
+        print(f"{name:<40} mIoU {100 * got['miou']:5.1f} %" +
+              (f"  objective {got['objective']:+.3f}" if "objective" in got else ""), flush=True)
+        if args.space:  # written as it goes: a long draw stopped early keeps what it measured
+            result["spearman_vs_pseudo_miou"] = agreement(result["variants"])
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.space:
+        rho = result["spearman_vs_pseudo_miou"]
+        print("spearman with pseudo-label mIoU:", {k: round(v, 2) for k, v in rho.items()})
     return 0
 
 
