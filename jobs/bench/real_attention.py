@@ -16,6 +16,7 @@ chosen, so that the test split stays unseen. Runs on the driver, no Ray: a few m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -132,6 +133,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--space", type=int, default=0, metavar="N",
                    help="N settings drawn from the tune's default attention space, each also scored label-free")
     p.add_argument("--seed", type=int, default=0, help="--space: the draw's seed")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                   help='a setting of your own instead of the built-in list, e.g. \'big segments={"trimap": false, '
+                        '"objectness": 1, "segment_scale": 400}\' (Method\'s fields; repeatable)')
     p.add_argument("--objectness", type=float, default=1.0, help="--space: the prior's weight (the real preset's)")
     args = p.parse_args(argv)
     split = json.load(open(os.path.join(args.work, "data", "split.json")))
@@ -144,6 +148,18 @@ def main(argv: list[str]) -> int:
     result = {"work": os.path.abspath(args.work), "photos": len(items), "max_side": args.max_side,
               "input_size": args.input_size, "variants": {}}
     variants = VARIANTS
+    if args.variant:
+        try:
+            variants = {name: json.loads(fields) for name, fields in (v.split("=", 1) for v in args.variant)}
+        except ValueError as e:
+            p.error(f"--variant must be NAME=JSON (a Method's fields): {e}")
+        known = {f.name for f in dataclasses.fields(Method)}
+        for name, fields in variants.items():
+            if not isinstance(fields, dict):
+                p.error(f"--variant {name}: JSON must be an object of Method fields, got {fields!r}")
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                p.error(f"--variant {name}: not Method fields: {unknown} (known: {', '.join(sorted(known))})")
     if args.space:
         variants = {k: {**v, "objectness": args.objectness} for k, v in sample_space(args.space, args.seed).items()}
         result.update(space=args.space, seed=args.seed, objectness=args.objectness)
