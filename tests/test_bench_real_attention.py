@@ -64,3 +64,14 @@ def test_space_run_scores_each_setting_both_ways(work, tmp_path):
     variants = list(result["variants"].values())
     expected = tuning.spearman([v["objective"] for v in variants], [v["miou"] for v in variants])
     assert rho["objective"] == pytest.approx(expected, nan_ok=True)
+
+
+def test_own_variants_run_and_unknown_fields_are_refused(work, tmp_path, capsys):
+    out = tmp_path / "own.json"
+    assert bench.main(["--work", str(work), "--max-side", "64", "--input-size", "64", "--out", str(out),
+                       "--variant", 'one cut={"trimap": false, "segment_scale": 300}']) == 0
+    got = json.loads(out.read_text())["variants"]
+    assert list(got) == ["one cut"] and got["one cut"]["ignored"] == 0  # no trimap: nothing ignored
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--work", str(work), "--out", str(out), "--variant", 'x={"segment_scael": 300}'])
+    assert e.value.code == 2 and "segment_scael" in capsys.readouterr().err
