@@ -241,6 +241,7 @@ def test_best_yaml_is_a_pipeline_config_with_the_best_values(search):
     finished = [t for t in trials if t["finished"] and t["valid"]]
     assert summary["best_objective"] == max(t["objective"] for t in finished)
     assert "best objective" in log and "best.yaml" in log
+    assert "not yet shown to rank settings by quality" in log  # the label-free best is not to be used unchecked
 
 
 def test_each_trial_is_a_nested_mlflow_run_and_the_best_segmenter_is_champion(search):

@@ -257,6 +257,10 @@ def finish(tcfg: TuneConfig, cfg: Any, user_config: dict, rows: list[dict], trac
     if not done:
         raise RuntimeError(f"tune: no trial finished (see {tcfg.out}/{EXPERIMENT} for their errors)")
     best = max(done, key=lambda r: r["objective"])
+    if tcfg.objective == "label_free":  # measured, not assumed: README "Tuning the thresholds"
+        log.warning("tune: the label-free objective is not yet shown to rank settings by quality (README: "
+                    "Tuning the thresholds); check best.yaml against the defaults on a labelled folder "
+                    "(tune.objective=val_miou tune.val=DIR) before you rely on it")
     storage.write_text(storage.join(tcfg.out, "best.yaml"), _yaml(tuning.best_config(user_config, best["config"])))
     storage.write_json(storage.join(tcfg.out, "trials.json"), rows)
     summary = {"best": best["config"], "best_objective": best["objective"], "best_model": best["model"],
