@@ -64,3 +64,16 @@ def tag_probability(classifier: torch.nn.Module, images: list[np.ndarray], label
     with torch.no_grad():
         probs = torch.softmax(classifier(to_input(x)).float(), 1).cpu().numpy()
     return probs[np.arange(len(labels)), np.asarray(labels) - 1]
+
+
+def region_evidence(classifier: torch.nn.Module, images: list[np.ndarray], regions: list[np.ndarray],
+                    labels: np.ndarray, input_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Per image, the terms of the label-free objective (tuning.evidence_score) for its object region M:
+    p_in = P(tag | I.M), p_out = P(tag | I.(1-M)) (Eqn 12's masking, both ways) and area = |M| / |I|."""
+    from inetseg.finetune import masked_image
+
+    return {"p_in": tag_probability(classifier, [masked_image(im, m) for im, m in zip(images, regions)], labels,
+                                    input_size, device),
+            "p_out": tag_probability(classifier, [masked_image(im, ~m) for im, m in zip(images, regions)], labels,
+                                     input_size, device),
+            "area": np.array([m.mean() for m in regions], dtype=np.float64)}

@@ -48,3 +48,26 @@ def test_single_class_gives_all_object_probability_to_the_likeliest_class():
     assert np.allclose(out[1], p[1:].sum(0)) and not out[2:].any()
     # A pixel where no single class beat background is object once the classes pool their probability.
     assert p[:, 1, 0].argmax() == 0 and out[:, 1, 0].argmax() == 1
+
+
+def test_region_evidence_masks_the_photo_both_ways():
+    from inetseg.finetune import masked_image
+    from inetseg.inference import region_evidence, tag_probability
+    from inetseg.models.classifier import build_classifier
+
+    torch.manual_seed(0)
+    net, cpu = build_classifier(3, 0.25).eval(), torch.device("cpu")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(3)]
+    labels = np.array([1, 2, 3])
+    whole, half = np.ones((40, 56), bool), np.zeros((40, 56), bool)
+    half[:, :28] = True
+    got = region_evidence(net, images, [whole, half, ~whole], labels, 64, cpu)
+    assert got["area"].tolist() == [1.0, 0.5, 0.0]
+    plain = tag_probability(net, images, labels, 64, cpu)
+    grey = tag_probability(net, [masked_image(im, ~whole) for im in images], labels, 64, cpu)
+    assert np.allclose(got["p_in"][[0, 2]], [plain[0], grey[2]], atol=1e-6)  # all of it, or none of it
+    assert np.allclose(got["p_out"][[0, 2]], [grey[0], plain[2]], atol=1e-6)
+    halves = tag_probability(net, [masked_image(images[1], half), masked_image(images[1], ~half)], labels[[1, 1]], 64,
+                             cpu)
+    assert np.allclose([got["p_in"][1], got["p_out"][1]], halves, atol=1e-6)

@@ -17,7 +17,7 @@ import ray
 from inetseg import config as C
 from inetseg import crf as dense
 from inetseg import finetune, imaging, masks, pipeline, registry, shards, storage, tuning
-from inetseg.inference import predict_probs, tag_probability
+from inetseg.inference import predict_probs, region_evidence
 from inetseg.models.io import load_model
 from inetseg.stages.common import actor_device, actor_pool, read_stage, usable_images
 
@@ -72,9 +72,6 @@ class Evidence:
         self.classifier_input_size = int(cmeta["input_size"])
         self.crf = crf
 
-    def p_tag(self, images: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
-        return tag_probability(self.classifier, images, labels, self.classifier_input_size, self.device)
-
     def regions(self, batch: dict, images: list[np.ndarray], labels: np.ndarray) -> list[np.ndarray]:
         if self.segmenter is None:  # a PSEUDO batch: the trimap's ignore band is not claimed as object
             return [masks.decode_mask(m) == lab for m, lab in zip(batch["mask"], labels)]
@@ -86,10 +83,8 @@ class Evidence:
     def __call__(self, batch: dict) -> dict:
         images = [imaging.decode_rgb(b) for b in batch["image"]]
         labels = np.asarray(batch["label"], dtype=np.int64)
-        regions = self.regions(batch, images, labels)
-        return {"p_in": self.p_tag([finetune.masked_image(im, m) for im, m in zip(images, regions)], labels),
-                "p_out": self.p_tag([finetune.masked_image(im, ~m) for im, m in zip(images, regions)], labels),
-                "area": np.array([m.mean() for m in regions], dtype=np.float64)}
+        return region_evidence(self.classifier, images, self.regions(batch, images, labels), labels,
+                               self.classifier_input_size, self.device)
 
 
 def keep_share(batch: pa.Table, share: float, salt: str) -> pa.Table:

@@ -27,9 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import numpy as np
 import torch
 
-from inetseg import finetune, imaging, masks, metrics, tuning
+from inetseg import imaging, masks, metrics, tuning
 from inetseg.attention.maps import Method, attention_maps, pseudo_label
-from inetseg.inference import tag_probability
+from inetseg.config.tuning import DEFAULT_SPACE
+from inetseg.inference import region_evidence
 from inetseg.models.io import load_model
 
 # name -> Method fields; "objectness alone" weighs the prior 1000:1 against the attention.
@@ -47,37 +48,32 @@ VARIANTS = {
 }
 
 
-def evidence_terms(model: torch.nn.Module, images: list[np.ndarray], pseudo: list[np.ndarray], labels: np.ndarray,
-                   input_size: int) -> np.ndarray:
-    """Per image (p_in, p_out, area) of the tune's attention rung: the classifier's P(tag) of the pseudo label's
-    object pixels and of the rest (ignored pixels are not claimed as object), and the object's share."""
-    regions = [p == lab for p, lab in zip(pseudo, labels)]
-    dev = torch.device("cpu")
-    p_in = tag_probability(model, [finetune.masked_image(im, m) for im, m in zip(images, regions)], labels,
-                           input_size, dev)
-    p_out = tag_probability(model, [finetune.masked_image(im, ~m) for im, m in zip(images, regions)], labels,
-                            input_size, dev)
-    return np.stack([p_in, p_out, [m.mean() for m in regions]], 1)
+def load(items: list[tuple[str, str, int]], max_side: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Each (photo, mask, label) decoded once: the photo at the run's ingest size, the mask at its own."""
+    return [(imaging.resize_max_side(imaging.decode_rgb(open(photo, "rb").read()), max_side),
+             masks.decode_mask(open(mask, "rb").read(), mask), lab) for photo, mask, lab in items]
 
 
-def measure(model: torch.nn.Module, items: list[tuple[str, str, int]], method: Method, max_side: int,
+def measure(model: torch.nn.Module, photos: list[tuple[np.ndarray, np.ndarray, int]], method: Method,
             input_size: int, classes: list[str], classifier_input: int = 0) -> dict:
-    """mIoU / precision / ignored share of the pseudo labels of `items` (photo, mask, label) against their masks;
-    with classifier_input, also the label-free objective's terms (evidence_terms) averaged over the photos."""
+    """mIoU / precision / ignored share of the pseudo labels of `photos` (image, mask, label; see load) against
+    their masks; with classifier_input, also the label-free objective's terms (inference.region_evidence, the
+    pseudo label's object pixels as M: ignored ones are not claimed) averaged over the photos."""
     n = len(classes) + 1
     cm = np.zeros((n, n + 1), np.int64)
     labelled = correct = total = 0
-    terms = []
-    for i in range(0, len(items), 16):
-        chunk = items[i:i + 16]
-        images = [imaging.resize_max_side(imaging.decode_rgb(open(p, "rb").read()), max_side) for p, _, _ in chunk]
+    terms: list[dict] = []
+    cpu = torch.device("cpu")
+    for i in range(0, len(photos), 16):
+        chunk = photos[i:i + 16]
+        images = [im for im, _, _ in chunk]
         labels = np.array([lab for _, _, lab in chunk])
-        maps = attention_maps(model, images, labels, input_size, torch.device("cpu"), method)
+        maps = attention_maps(model, images, labels, input_size, cpu, method)
         pseudos = [pseudo_label(att, image, int(lab), method)[0] for image, att, lab in zip(images, maps, labels)]
         if classifier_input:
-            terms.append(evidence_terms(model, images, pseudos, labels, classifier_input))
-        for (_, mask_path, _), pseudo in zip(chunk, pseudos):
-            gt = masks.decode_mask(open(mask_path, "rb").read(), mask_path)
+            terms.append(region_evidence(model, images, [p == lab for p, lab in zip(pseudos, labels)], labels,
+                                         classifier_input, cpu))
+        for (_, gt, _), pseudo in zip(chunk, pseudos):
             pseudo = imaging.resize_labels(pseudo, *gt.shape)
             cm += metrics.confusion_matrix(gt, pseudo, n)
             valid = pseudo != 255
@@ -87,9 +83,9 @@ def measure(model: torch.nn.Module, items: list[tuple[str, str, int]], method: M
     got = {"miou": s["miou"], "per_class_iou": s["per_class_iou"], "precision": correct / max(1, labelled),
            "ignored": 1 - labelled / max(1, total)}
     if terms:
-        t = np.concatenate(terms)
-        got.update(objective=tuning.evidence_score(t[:, 0], t[:, 1], t[:, 2]), p_in=float(t[:, 0].mean()),
-                   p_out=float(t[:, 1].mean()), area=float(t[:, 2].mean()))
+        t = {k: np.concatenate([c[k] for c in terms]) for k in ("p_in", "p_out", "area")}
+        got.update(objective=tuning.evidence_score(t["p_in"], t["p_out"], t["area"]),
+                   **{k: float(v.mean()) for k, v in t.items()})
     return got
 
 
@@ -97,7 +93,7 @@ def sample_space(n: int, seed: int) -> dict[str, dict]:
     """n settings of the attention keys of `inetseg tune`'s default space, drawn uniformly (log-uniformly where the
     space says so); the first is the preset's own (Method's defaults)."""
     rng = np.random.default_rng(seed)
-    space = {k.split(".", 1)[1]: v for k, v in tuning_space().items() if k.startswith("attention.")}
+    space = {k.split(".", 1)[1]: v for k, v in DEFAULT_SPACE.items() if k.startswith("attention.")}
     out: dict[str, dict] = {"default": {}}
     while len(out) < n:
         fields = {}
@@ -108,12 +104,6 @@ def sample_space(n: int, seed: int) -> dict[str, dict]:
         if fields.get("delta_background", 0) <= fields.get("delta_object", 1):  # the pipeline refuses the rest
             out[f"sample {len(out)}"] = fields
     return out
-
-
-def tuning_space() -> dict:
-    from inetseg.config.tuning import DEFAULT_SPACE
-
-    return DEFAULT_SPACE
 
 
 def agreement(variants: dict) -> dict:
@@ -163,9 +153,10 @@ def main(argv: list[str]) -> int:
     if args.space:
         variants = {k: {**v, "objectness": args.objectness} for k, v in sample_space(args.space, args.seed).items()}
         result.update(space=args.space, seed=args.seed, objectness=args.objectness)
+    photos = load(items, args.max_side)  # once, not once per setting
     for name, fields in variants.items():
         t0 = time.time()
-        got = measure(model, items, Method(**fields), args.max_side, args.input_size, classes,
+        got = measure(model, photos, Method(**fields), args.input_size, classes,
                       int(meta["input_size"]) if args.space else 0)
         result["variants"][name] = {**got, "settings": fields, "seconds": round(time.time() - t0, 1)}
         print(f"{name:<40} mIoU {100 * got['miou']:5.1f} %" +
