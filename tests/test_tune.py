@@ -84,7 +84,10 @@ def test_the_objective_prefers_the_tight_mask_to_the_whole_image_and_to_nothing(
     tight = tuning.evidence_score([0.8], [0.3], [0.15])  # the object: named alone, missed without it
     loose = tuning.evidence_score([0.85], [0.25], [0.5])  # object and half the background
     assert tight > loose > whole and tight > empty
-    assert tight == pytest.approx(0.8 - 0.3 - 0.15)
+    assert tight == pytest.approx(0.8 - 0.3 - tuning.AREA_WEIGHT * 0.15)
+    # The size term's weight is the search's to set; without it the whole image is the best mask.
+    assert tuning.evidence_score([0.9], [0.2], [1.0], 0.0) > tuning.evidence_score([0.8], [0.3], [0.15], 0.0)
+    assert TuneConfig().area_weight == tuning.AREA_WEIGHT
     assert tuning.evidence_score([], [], []) == tuning.INVALID
 
 
@@ -224,10 +227,11 @@ def test_each_trial_reports_at_asha_rungs_attention_segmenter_final(search):
             continue
         assert set(t["rungs"]) == set(["attention", "segmenter", "final"][:len(t["rungs"])]), t["rungs"]
         assert t["rungs"][t["stage"]] == pytest.approx(t["objective"])
-        # ... and its terms, which give that objective back (tuning.evidence_score: p_in - p_out - area)
+        # ... and its terms, which give that objective back (tuning.evidence_score: p_in - p_out - w area)
         assert set(t["rung_terms"]) == set(t["rungs"]), t["rung_terms"]
         for stage, terms in t["rung_terms"].items():
-            assert terms["p_in"] - terms["p_out"] - terms["area"] == pytest.approx(t["rungs"][stage])
+            score = terms["p_in"] - terms["p_out"] - tuning.AREA_WEIGHT * terms["area"]
+            assert score == pytest.approx(t["rungs"][stage])
 
 
 def test_best_yaml_is_a_pipeline_config_with_the_best_values(search):

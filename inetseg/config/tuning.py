@@ -50,6 +50,9 @@ class TuneConfig:
     val: str = ""  # objective=val_miou: a labelled folder (images/, masks/, classes.json), not the test folder
     val_share: float = 0.1  # label_free: share of the filtered images kept out of every training (split.val_share)
     val_images: int = 300  # label_free: at most this many of them scored per trial (a hash-chosen, fixed subset)
+    # label_free: the weight of the mask-size term (tuning.AREA_WEIGHT, measured by jobs/bench/objective_weight.py;
+    # 1 is Dabkowski and Gal's unit weight, which ranked real photos' settings worse).
+    area_weight: float = 0.625
     seed: int = 0  # the searcher's seed
     promote: bool = True  # register the best trial's segmenter and point the registered model's @champion at it
     resume: bool = True  # continue a killed search in `out` (Tuner.restore); false: start over
@@ -59,6 +62,7 @@ class TuneConfig:
         check(self.reduction_factor >= 2, f"{p}reduction_factor must be >= 2")
         check(0 < self.val_share < 0.5, f"{p}val_share must be in (0, 0.5)")
         check(self.val_images >= 1, f"{p}val_images must be >= 1")
+        check(0 <= self.area_weight <= 2, f"{p}area_weight must be in [0, 2] (0: no size term; the whole image wins)")
         check(self.objective != "val_miou" or bool(self.val), f"{p}objective=val_miou needs val=DIR (a labelled "
               "folder: images/, masks/, classes.json), never the test split")
         check(bool(self.space), f"{p}space is empty: name at least one key to tune")

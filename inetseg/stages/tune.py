@@ -203,7 +203,8 @@ def plan_search(tcfg: TuneConfig, cfg: Any) -> tuple[T.Plan, dict]:
     log.info("tune: %d trials over %s; shared stages up to %s", tcfg.num_samples, ", ".join(space), first)
     classes = shared(cfg, first)
     plan = T.Plan(base=cfg, classes=classes, order=order, first=first, root=storage.join(tcfg.out, "stages"),
-                  objective=tcfg.objective, val_table=_val_table(tcfg, cfg, classes), val_images=tcfg.val_images)
+                  objective=tcfg.objective, val_table=_val_table(tcfg, cfg, classes), val_images=tcfg.val_images,
+                  area_weight=tcfg.area_weight)
     plan.rungs = T.rungs_of([s.name for s in T.trial_stages(cfg, plan)], order, tcfg.objective == "label_free")
     log.info("tune: each trial reports after %s", ", ".join(plan.rungs))
     return plan, space

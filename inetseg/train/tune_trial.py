@@ -40,6 +40,7 @@ class Plan:
     objective: str  # label_free | val_miou
     val_table: str  # label_free: split's val/ IMAGES table; val_miou: the validation folder's test table
     val_images: int
+    area_weight: float = tuning.AREA_WEIGHT  # label_free: the size term's weight
     # The stages after which a trial reports ("attention", "segmenter", "final"), in order: ASHA's rungs.
     rungs: list[str] = dataclasses.field(default_factory=lambda: ["final"])
 
@@ -104,7 +105,7 @@ def evidence(table: str, what: str, columns: list[str], cfg: Any, plan: Plan, mo
     terms = ds.map_batches(Evidence, batch_format="numpy", fn_constructor_kwargs={
         "segmenter_dir": model, "classifier_dir": cfg.classifier.out, "crf": crf,
         "compute": cfg.predict.compute}, **actor_pool(cfg.predict.compute)).to_pandas()
-    return {"objective": tuning.evidence_score(terms["p_in"], terms["p_out"], terms["area"]),
+    return {"objective": tuning.evidence_score(terms["p_in"], terms["p_out"], terms["area"], plan.area_weight),
             "p_in": float(terms["p_in"].mean()), "p_out": float(terms["p_out"].mean()),
             "area": float(terms["area"].mean()), "val_images": len(terms)}
 

@@ -5,7 +5,7 @@
 
 With --space N: N settings of the attention keys drawn from `inetseg tune`'s default space (seeded), each
 scored twice: by the masks (pseudo-label mIoU) and by the label-free objective the tune's attention rung
-uses (tuning.evidence_score: P(tag | I.M) - P(tag | I.(1-M)) - |M|/|I|, M the pseudo label's object pixels), and
+uses (tuning.evidence_score: P(tag | I.M) - P(tag | I.(1-M)) - w |M|/|I|, M the pseudo label's object pixels), and
 the rank correlation of the two (and of each term alone) over the N settings: many more settings than a search's
 dozen trials, at a minute each, for thresholds that act before the segmenter.
 
