@@ -186,6 +186,23 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(search):
         classifier_marker["finished_at"]
 
 
+def test_a_search_is_not_resumed_with_another_objective(search):
+    """The finished search resumed with another size weight: refused in one line before any work, nothing
+    changed (trials scored two ways would be ranked together)."""
+    out, *_ = search
+    spec = out / "tune-w1.yaml"
+    spec.write_text(SPACE + "area_weight: 1.0\n")
+    before = (out / "tune" / "trials.json").read_text()
+    cmd = [sys.executable, os.path.join(ROOT, "jobs", "tune.py"), "--out", str(out), "--tune", str(spec),
+           "registered_model=inetseg-tuned", *KEYS]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": ROOT}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(out))
+    assert got.returncode != 0 and "Traceback" not in got.stderr
+    assert f"area_weight={tuning.AREA_WEIGHT!r}" in got.stderr and "tune.resume=false" in got.stderr, got.stderr[-2000:]
+    assert (out / "tune" / "trials.json").read_text() == before
+
+
 def test_trials_rerun_only_the_stages_their_values_change(search):
     out, *_ = search
     trials = json.loads((out / "tune" / "trials.json").read_text())

@@ -115,6 +115,33 @@ def _values(config: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
 
 
+# The tune keys that decide how trials are drawn and scored: a search resumed with other values would rank trials
+# scored two ways against each other.
+SCORING_KEYS = ("objective", "area_weight", "val", "val_share", "val_images", "space", "search", "scheduler",
+                "reduction_factor", "seed")
+SETTINGS = "search_settings.json"
+
+
+def scoring_settings(tcfg: TuneConfig) -> dict:
+    return {k: C.to_dict(tcfg)[k] for k in SCORING_KEYS}
+
+
+def check_resumable(tcfg: TuneConfig) -> None:
+    """ConfigError when the search to resume was started with other values of SCORING_KEYS (a search from before
+    the record was kept has none: it resumes as it is)."""
+    path = storage.join(tcfg.out, SETTINGS)
+    if not storage.exists(path):
+        return
+    before, now = json.loads(storage.read_text(path)), scoring_settings(tcfg)
+    changed = [k for k in SCORING_KEYS if k in before and before[k] != now[k]]
+    if changed:
+        was = ", ".join([f"{k}={before[k]!r}" for k in changed if k != "space"]
+                        + (["another space"] if "space" in changed else []))
+        raise C.ConfigError(f"tune: the search in {tcfg.out} was started with {was}; resuming it would rank trials "
+                            "scored two ways. Give the same values, or tune.resume=false to start a new search "
+                            "(finished stages are still reused)")
+
+
 def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracker) -> tune.Tuner:
     """A new Tuner, or the killed search in <out>/search restored (finished trials are kept, not re-run)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -131,9 +158,10 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
     # Ray Tune saves the search's state every 10 s or more: a trial finished just before a kill would run again.
     # Trials take minutes and the state is small, so save it every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    if tcfg.resume and tune.Tuner.can_restore(path):
+    if tcfg.resume and tune.Tuner.can_restore(path):  # check_resumable ran first (_search)
         log.info("tune: resuming the search in %s (finished trials are kept)", path)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
+    storage.write_json(storage.join(tcfg.out, SETTINGS), scoring_settings(tcfg))
     points = defaults_inside(space, cfg)
     if tcfg.search == "optuna":
         import optuna
@@ -219,6 +247,8 @@ def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
 
 
 def _search(tcfg: TuneConfig, cfg: Any, user_config: dict, t0: float) -> dict:
+    if tcfg.resume and tune.Tuner.can_restore(storage.join(tcfg.out, EXPERIMENT)):
+        check_resumable(tcfg)  # before any work: a search that cannot resume as asked starts nothing
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(tcfg.out), cfg.experiment)
     parent_file = storage.join(tcfg.out, "mlflow_parent.json")  # a resumed search keeps its parent run
     resumed = (json.loads(storage.read_text(parent_file))["run_id"]
