@@ -1,5 +1,5 @@
-"""The whole pipeline (the demo preset without fine-tuning: the smallest that reliably learns) under Ray with 2 CPUs,
-tracked in a real MLflow store."""
+"""The whole pipeline (the demo preset made smaller: conftest.LEARNING, the smallest measured to learn) under Ray
+with 2 CPUs, tracked in a real MLflow store."""
 import json
 
 import mlflow
