@@ -58,7 +58,7 @@ def test_space_run_scores_each_setting_both_ways(work, tmp_path):
         assert 0 <= v["miou"] <= 1 and 0 <= v["area"] <= 1
         assert 0 <= v["p_in"] <= 1 and 0 <= v["p_out"] <= 1
         # the tune's objective, from the same terms (tuning.evidence_score: means of per-photo terms)
-        assert v["objective"] == pytest.approx(v["p_in"] - v["p_out"] - v["area"])
+        assert v["objective"] == pytest.approx(v["p_in"] - v["p_out"] - tuning.AREA_WEIGHT * v["area"])
     rho = result["spearman_vs_pseudo_miou"]
     assert set(rho) == {"objective", "p_in", "p_out", "area"}
     variants = list(result["variants"].values())
