@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 
 from inetseg import config as C
+from inetseg.config.tuning import AREA_WEIGHT  # the size term's default weight (re-exported: tuning.AREA_WEIGHT)
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 INVALID = -2.0  # the objective of a trial whose values the pipeline refuses (below every valid score)
-AREA_WEIGHT = 0.625  # w of the size term (module docstring: chosen on one draw of real-dev settings)
 
 
 def field_type(cfg: Any, key: str) -> type:

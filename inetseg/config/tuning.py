@@ -22,6 +22,11 @@ DEFAULT_SPACE: dict[str, dict[str, list]] = {
 }
 
 
+# label_free: the weight of the mask-size term (tuning.evidence_score; measured by jobs/bench/objective_weight.py,
+# chosen on one draw of real-dev settings: Dabkowski and Gal's unit weight ranked real photos' settings worse).
+AREA_WEIGHT = 0.625
+
+
 def _default_space() -> dict[str, Any]:
     return {k: dict(v) for k, v in DEFAULT_SPACE.items()}
 
@@ -50,9 +55,7 @@ class TuneConfig:
     val: str = ""  # objective=val_miou: a labelled folder (images/, masks/, classes.json), not the test folder
     val_share: float = 0.1  # label_free: share of the filtered images kept out of every training (split.val_share)
     val_images: int = 300  # label_free: at most this many of them scored per trial (a hash-chosen, fixed subset)
-    # label_free: the weight of the mask-size term (tuning.AREA_WEIGHT, measured by jobs/bench/objective_weight.py;
-    # 1 is Dabkowski and Gal's unit weight, which ranked real photos' settings worse).
-    area_weight: float = 0.625
+    area_weight: float = AREA_WEIGHT  # label_free: the mask-size term's weight (AREA_WEIGHT above)
     seed: int = 0  # the searcher's seed
     promote: bool = True  # register the best trial's segmenter and point the registered model's @champion at it
     resume: bool = True  # continue a killed search in `out` (Tuner.restore); false: start over

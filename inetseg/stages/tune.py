@@ -123,7 +123,8 @@ SETTINGS = "search_settings.json"
 
 
 def scoring_settings(tcfg: TuneConfig) -> dict:
-    return {k: C.to_dict(tcfg)[k] for k in SCORING_KEYS}
+    values = C.to_dict(tcfg)
+    return {k: values[k] for k in SCORING_KEYS}
 
 
 def check_resumable(tcfg: TuneConfig) -> None:
@@ -142,8 +143,9 @@ def check_resumable(tcfg: TuneConfig) -> None:
                             "(finished stages are still reused)")
 
 
-def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracker) -> tune.Tuner:
-    """A new Tuner, or the killed search in <out>/search restored (finished trials are kept, not re-run)."""
+def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracker, resuming: bool) -> tune.Tuner:
+    """A new Tuner, or (resuming) the killed search in <out>/search restored (finished trials are kept, not
+    re-run)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -158,7 +160,7 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
     # Ray Tune saves the search's state every 10 s or more: a trial finished just before a kill would run again.
     # Trials take minutes and the state is small, so save it every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    if tcfg.resume and tune.Tuner.can_restore(path):  # check_resumable ran first (_search)
+    if resuming:  # _search decided it and checked the search's scoring keys (check_resumable)
         log.info("tune: resuming the search in %s (finished trials are kept)", path)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
     storage.write_json(storage.join(tcfg.out, SETTINGS), scoring_settings(tcfg))
@@ -247,7 +249,8 @@ def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
 
 
 def _search(tcfg: TuneConfig, cfg: Any, user_config: dict, t0: float) -> dict:
-    if tcfg.resume and tune.Tuner.can_restore(storage.join(tcfg.out, EXPERIMENT)):
+    resuming = tcfg.resume and tune.Tuner.can_restore(storage.join(tcfg.out, EXPERIMENT))
+    if resuming:
         check_resumable(tcfg)  # before any work: a search that cannot resume as asked starts nothing
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(tcfg.out), cfg.experiment)
     parent_file = storage.join(tcfg.out, "mlflow_parent.json")  # a resumed search keeps its parent run
@@ -258,7 +261,7 @@ def _search(tcfg: TuneConfig, cfg: Any, user_config: dict, t0: float) -> dict:
     storage.write_text(parent_file, json.dumps({"run_id": run_id}))
     try:
         plan, space = plan_search(tcfg, cfg)
-        grid = tuner(tcfg, plan, space, plan.base, tracker).fit()
+        grid = tuner(tcfg, plan, space, plan.base, tracker, resuming).fit()
         summary = finish(tcfg, plan.base, user_config, trials_table(grid), tracker)
     except BaseException:
         tracker.end("FAILED")

@@ -40,7 +40,7 @@ class Plan:
     objective: str  # label_free | val_miou
     val_table: str  # label_free: split's val/ IMAGES table; val_miou: the validation folder's test table
     val_images: int
-    area_weight: float = tuning.AREA_WEIGHT  # label_free: the size term's weight
+    area_weight: float  # label_free: the size term's weight (tune.area_weight)
     # The stages after which a trial reports ("attention", "segmenter", "final"), in order: ASHA's rungs.
     rungs: list[str] = dataclasses.field(default_factory=lambda: ["final"])
 
