@@ -28,9 +28,12 @@ TINY = [
 def ray_session():
     import ray
 
-    # "local": a fresh Ray even while another is up on this machine (a `ray start`, or a run that wrote
-    # /tmp/ray/ray_current_cluster): a bare ray.init would try to join it and refuse num_cpus.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    from inetseg.stages.common import ensure_ray
+
+    # As the product starts it: a fresh local Ray even while another is up on this machine (a bare ray.init would
+    # join a `ray start` or any run that wrote /tmp/ray/ray_current_cluster, and refuse num_cpus), with its
+    # worker-log and Ray Data settings.
+    ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 

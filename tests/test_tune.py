@@ -135,6 +135,15 @@ KEYS = [k for k in TINY if not k.startswith("filter.")] + [
     "filter.rounds=0", "finetune.enabled=true", "split.share=0.3", "finetune.mu=0.0"]
 
 
+def _tune(out, spec) -> tuple[list[str], dict]:
+    """(command, environment) of jobs/tune.py over `out` with the search file `spec` and the test's keys."""
+    cmd = [sys.executable, os.path.join(ROOT, "jobs", "tune.py"), "--out", str(out), "--tune", str(spec),
+           "registered_model=inetseg-tuned", *KEYS]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": ROOT}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return cmd, env
+
+
 def _finished_trials(search: str) -> dict[str, int]:
     """trial folder -> reports written, for trials that reported their final objective."""
     done = {}
@@ -153,10 +162,7 @@ def search(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune")
     spec = out / "tune.yaml"
     spec.write_text(SPACE)
-    cmd = [sys.executable, os.path.join(ROOT, "jobs", "tune.py"), "--out", str(out), "--tune", str(spec),
-           "registered_model=inetseg-tuned", *KEYS]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": ROOT}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd, env = _tune(out, spec)
     search_dir = str(out / "tune" / "search")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(out))
     deadline = time.time() + 900
@@ -193,10 +199,7 @@ def test_a_search_is_not_resumed_with_another_objective(search):
     spec = out / "tune-w1.yaml"
     spec.write_text(SPACE + "area_weight: 1.0\n")
     before = (out / "tune" / "trials.json").read_text()
-    cmd = [sys.executable, os.path.join(ROOT, "jobs", "tune.py"), "--out", str(out), "--tune", str(spec),
-           "registered_model=inetseg-tuned", *KEYS]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": ROOT}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd, env = _tune(out, spec)
     got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(out))
     assert got.returncode != 0 and "Traceback" not in got.stderr
     assert f"area_weight={tuning.AREA_WEIGHT!r}" in got.stderr and "tune.resume=false" in got.stderr, got.stderr[-2000:]
