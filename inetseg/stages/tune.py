@@ -16,7 +16,7 @@ from typing import Any
 from ray import tune
 
 from inetseg import config as C
-from inetseg import pipeline, registry, storage, tuning
+from inetseg import pipeline, registry, storage, tune_records, tuning
 from inetseg.config.tuning import TuneConfig
 from inetseg.tracking import CHAMPION, Tracker, promote
 from inetseg.train import tune_trial as T
@@ -115,34 +115,6 @@ def _values(config: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
 
 
-# The tune keys that decide how trials are drawn and scored: a search resumed with other values would rank trials
-# scored two ways against each other.
-SCORING_KEYS = ("objective", "area_weight", "val", "val_share", "val_images", "space", "search", "scheduler",
-                "reduction_factor", "seed")
-SETTINGS = "search_settings.json"
-
-
-def scoring_settings(tcfg: TuneConfig) -> dict:
-    values = C.to_dict(tcfg)
-    return {k: values[k] for k in SCORING_KEYS}
-
-
-def check_resumable(tcfg: TuneConfig) -> None:
-    """ConfigError when the search to resume was started with other values of SCORING_KEYS (a search from before
-    the record was kept has none: it resumes as it is)."""
-    path = storage.join(tcfg.out, SETTINGS)
-    if not storage.exists(path):
-        return
-    before, now = json.loads(storage.read_text(path)), scoring_settings(tcfg)
-    changed = [k for k in SCORING_KEYS if k in before and before[k] != now[k]]
-    if changed:
-        was = ", ".join([f"{k}={before[k]!r}" for k in changed if k != "space"]
-                        + (["another space"] if "space" in changed else []))
-        raise C.ConfigError(f"tune: the search in {tcfg.out} was started with {was}; resuming it would rank trials "
-                            "scored two ways. Give the same values, or tune.resume=false to start a new search "
-                            "(finished stages are still reused)")
-
-
 def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracker, resuming: bool) -> tune.Tuner:
     """A new Tuner, or (resuming) the killed search in <out>/search restored (finished trials are kept, not
     re-run)."""
@@ -160,10 +132,10 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
     # Ray Tune saves the search's state every 10 s or more: a trial finished just before a kill would run again.
     # Trials take minutes and the state is small, so save it every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    if resuming:  # _search decided it and checked the search's scoring keys (check_resumable)
+    if resuming:  # _search decided it and checked the search's scoring keys
         log.info("tune: resuming the search in %s (finished trials are kept)", path)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    storage.write_json(storage.join(tcfg.out, SETTINGS), scoring_settings(tcfg))
+    storage.write_json(storage.join(tcfg.out, tune_records.SETTINGS), tune_records.scoring_settings(tcfg))
     points = defaults_inside(space, cfg)
     if tcfg.search == "optuna":
         import optuna
@@ -188,41 +160,6 @@ def tuner(tcfg: TuneConfig, plan: T.Plan, space: dict, cfg: Any, tracker: Tracke
                                     num_samples=tcfg.num_samples, max_concurrent_trials=tcfg.max_concurrent),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=storage.absolute(tcfg.out), verbose=0,
                                   callbacks=[TrialLog(tracker)], failure_config=tune.FailureConfig(max_failures=1)))
-
-
-def rung_objectives(result: Any) -> dict[str, float]:
-    """The objective a trial reported at each rung it reached (stage -> value), from its Ray Tune history."""
-    df = result.metrics_dataframe
-    if df is None or "stage" not in df or "objective" not in df:
-        return {}
-    return {str(s): float(o) for s, o in zip(df["stage"], df["objective"]) if isinstance(s, str)}
-
-
-def rung_terms(result: Any) -> dict[str, dict[str, float]]:
-    """The label-free objective's terms at each rung (stage -> p_in, p_out, area): what a reader needs to see which
-    term ranks the trials, and to try another weighting of them without re-running a search."""
-    df = result.metrics_dataframe
-    terms = [k for k in ("p_in", "p_out", "area") if df is not None and k in df]
-    if not terms or "stage" not in df:
-        return {}
-    return {str(row["stage"]): {k: float(row[k]) for k in terms} for _, row in df.iterrows()
-            if isinstance(row["stage"], str)}
-
-
-def trials_table(grid: Any) -> list[dict]:
-    """Every trial: its values, last objective, each rung's objective, how many reports, whether ASHA stopped it,
-    its final model."""
-    rows = []
-    for r in grid:
-        m = r.metrics or {}
-        rows.append({"trial": m.get("trial_id", ""), "config": r.config, "objective": m.get("objective"),
-                     "rungs": rung_objectives(r), "rung_terms": rung_terms(r),
-                     "reports": m.get("training_iteration", 0), "stage": m.get("stage", ""),
-                     "finished": m.get("stage") == "final",
-                     "valid": bool(m.get("valid", 0)), "model": m.get("model", ""),
-                     "error": str(r.error) if r.error else "",
-                     **{k: m[k] for k in ("p_in", "p_out", "area", "val_images", "val_miou") if k in m}})
-    return rows
 
 
 def plan_search(tcfg: TuneConfig, cfg: Any) -> tuple[T.Plan, dict]:
@@ -251,7 +188,7 @@ def run_search(tcfg: TuneConfig, cfg: Any, user_config: dict) -> dict:
 def _search(tcfg: TuneConfig, cfg: Any, user_config: dict, t0: float) -> dict:
     resuming = tcfg.resume and tune.Tuner.can_restore(storage.join(tcfg.out, EXPERIMENT))
     if resuming:
-        check_resumable(tcfg)  # before any work: a search that cannot resume as asked starts nothing
+        tune_records.check_resumable(tcfg)  # before any work: a search that cannot resume as asked starts nothing
     tracker = Tracker(cfg.mlflow_uri or Tracker.default_uri(tcfg.out), cfg.experiment)
     parent_file = storage.join(tcfg.out, "mlflow_parent.json")  # a resumed search keeps its parent run
     resumed = (json.loads(storage.read_text(parent_file))["run_id"]
@@ -262,7 +199,7 @@ def _search(tcfg: TuneConfig, cfg: Any, user_config: dict, t0: float) -> dict:
     try:
         plan, space = plan_search(tcfg, cfg)
         grid = tuner(tcfg, plan, space, plan.base, tracker, resuming).fit()
-        summary = finish(tcfg, plan.base, user_config, trials_table(grid), tracker)
+        summary = finish(tcfg, plan.base, user_config, tune_records.trials_table(grid), tracker)
     except BaseException:
         tracker.end("FAILED")
         raise
