@@ -25,7 +25,7 @@ TINY = [
 
 
 # The README's command runs the suite on xdist workers a module at a time (-n 3 --dist loadfile
-# --no-loadscopereorder). It lasts at least as long as its slowest module, and a slow module handed out last runs
+# --no-loadscope-reorder). It lasts at least as long as its slowest module, and a slow module handed out last runs
 # alone at the end, so modules start slowest first (their seconds in a whole run on 2 cores, 2026-12-07: 1319 for
 # the learning run, 363 ... 55 for the rest; every other module took under 30).
 SLOWEST_FIRST = ("test_pipeline_e2e", "test_mlflow_models", "test_tune", "test_pipeline_kill", "test_ablation",

@@ -58,6 +58,7 @@ def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> Non
     ctx.print_on_execution_start = False
     if quiet or not terminal:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled": yes
 
 
 def read_stage(path: str, what: str, columns: list[str] | None = None, block_rows: int = 0) -> ray.data.Dataset:

@@ -110,7 +110,7 @@ def train_classifier(ccfg: C.ClassifierConfig, what: str, resume: bool) -> dict:
     """A round's classifier, resumable on its own with the classifier stage's fingerprint and run name."""
     classifier.check(ccfg)
     fp = declared_fingerprint("classifier", ccfg)
-    return run_stage(what, ccfg.out, fp, resume, lambda: classifier.fit(ccfg, f"classifier-{fp}"))
+    return run_stage(what, ccfg.out, fp, resume, lambda: classifier.fit(ccfg, f"classifier-{fp}", label=what))
 
 
 def run_round(cfg: C.FilterConfig, r: int, rule: dict, images: str, resume: bool) -> dict:

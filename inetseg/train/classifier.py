@@ -179,9 +179,9 @@ def train_loop_per_worker(config: dict) -> None:
         worker.report_epoch(metrics, history, config, meta, model, optimizer, scheduler, epoch, step, last=last)
 
 
-def fit(cfg: C.ClassifierConfig, run_name: str) -> dict:
+def fit(cfg: C.ClassifierConfig, run_name: str, label: str = "classifier") -> dict:
     """Train on cfg.images with Ray Train (checkpoints under `run_name`), export cfg.out/model.pt + meta.json;
-    returns the stage meta (classes, images, metrics, every epoch's history)."""
+    returns the stage meta (classes, images, metrics, every epoch's history). label: its epoch lines' name."""
     t0 = time.time()
     classes = classes_of(cfg.images)
     n_used, nbytes = training_rows(cfg.images, cfg.folds, cfg.fold)
@@ -197,7 +197,7 @@ def fit(cfg: C.ClassifierConfig, run_name: str) -> dict:
                                  init_from=storage.absolute(cfg.init_from) if cfg.init_from else "")
     meta, history = trainer.fit(run_name, train_loop_per_worker, config, datasets(cfg, ds), cfg.compute,
                                 cfg.storage_path or cfg.out.rstrip("/") + "_ray_train", cfg.max_failures, cfg.out,
-                                cfg.checkpoints_to_keep)
+                                cfg.checkpoints_to_keep, label=label)
     return {"classes": classes, "images": int(n_used), "init_from": cfg.init_from,
             "cached_decoded": cached, "seconds": time.time() - t0,
             "metrics": meta["metrics"], "history": history}

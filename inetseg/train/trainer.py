@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from inetseg import config as C
@@ -57,6 +57,10 @@ def make_trainer(name: str, loop: Callable[[dict], None], config: dict, datasets
             storage_path=storage.absolute(storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=keep),
             failure_config=FailureConfig(max_failures=max_failures),
+            # Ray Train's own INFO lines (resources requested, worker group started, process group set up, every
+            # report and checkpoint: ~5 per epoch) are for debugging Ray; the console's progress is the loop's
+            # one line per epoch (worker.report_epoch). Its warnings and errors still show.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=datasets,
         # One worker reads the whole dataset: handing it over unsplit skips the SplitCoordinator actor,
@@ -68,8 +72,10 @@ def make_trainer(name: str, loop: Callable[[dict], None], config: dict, datasets
 
 def fit(name: str, loop: Callable[[dict], None], config: dict, datasets: dict[str, ray.data.Dataset],
         compute: C.ComputeConfig, storage_path: str, max_failures: int, out: str,
-        keep: int = 2) -> tuple[dict, list[dict]]:
-    """Train (see make_trainer) and export the final model into `out`; returns (its meta, every epoch's metrics)."""
+        keep: int = 2, label: str = "") -> tuple[dict, list[dict]]:
+    """Train (see make_trainer) and export the final model into `out`; returns (its meta, every epoch's metrics).
+    label names the training in its epoch lines (default: `name` without its fingerprint)."""
+    config = {**config, "label": label or name.rsplit("-", 1)[0]}
     result = make_trainer(name, loop, config, datasets, compute, storage_path, max_failures, keep).fit()
     if result.error:
         raise RuntimeError(f"{name} training failed: {result.error}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,11 +22,29 @@ from inetseg.stages.common import set_threads
 from inetseg.train.batchnorm import average_batchnorm_across_ranks, recalibrate_batchnorm, unwrap
 
 STATE_FILE = "state.pt"
+log = logging.getLogger("inetseg")
+# What an epoch line shows, when the loop reports it.
+EPOCH_LINE_KEYS = ("loss", "train_acc", "pseudo_pixel_acc", "val_loss", "val_acc", "images_per_sec")
+
+
+def quiet_ray_lines() -> None:
+    """Ray's per-epoch INFO lines in a training worker, which the loop's epoch line replaces: Ray Data's
+    "Dataset ... execution finished" for every dataset of every epoch, Ray Train's "Reporting training result"
+    (its logger is named by file path, so RunConfig's LoggingConfig misses it) and Ray Data's warning that the
+    progress bars are off (they are, on purpose: ensure_ray)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def start(config: dict) -> torch.device:
     """How every loop begins: torch's threads, a seed per rank (so ranks augment differently), the device."""
     set_threads(config["torch_threads"])
+    quiet_ray_lines()
     torch.manual_seed(config["seed"] + ray.train.get_context().get_world_rank())
     return ray.train.torch.get_device()
 
@@ -236,6 +255,9 @@ def report_epoch(metrics: dict, history: list[dict], config: dict, meta: dict, m
     """Append the epoch's metrics to `history` and report them; a checkpoint every checkpoint_every_epochs
     epochs and after the last."""
     history.append(dict(metrics))
+    if ray.train.get_context().get_world_rank() == 0:
+        log.info("%s: epoch %d/%d  %s", config.get("label", "training"), epoch + 1, config["epochs"],
+                 "  ".join(f"{k} {metrics[k]:.4g}" for k in EPOCH_LINE_KEYS if k in metrics))
     due = last or (epoch + 1) % config["checkpoint_every_epochs"] == 0
     _report(metrics, {"epoch": epoch, "step": step, "history": list(history)}, meta, model, optimizer, scheduler,
             save=due)
