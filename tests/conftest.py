@@ -24,20 +24,6 @@ TINY = [
 ]
 
 
-# The README's command runs the suite on xdist workers a module at a time (-n 3 --dist loadfile
-# --no-loadscope-reorder). It lasts at least as long as its slowest module, and a slow module handed out last runs
-# alone at the end, so modules start slowest first (their seconds in a whole run on 2 cores, 2026-12-07: 1319 for
-# the learning run, 363 ... 55 for the rest; every other module took under 30).
-SLOWEST_FIRST = ("test_pipeline_e2e", "test_mlflow_models", "test_tune", "test_pipeline_kill", "test_ablation",
-                 "test_train_distributed", "test_finetune_stage", "test_cluster_faults", "test_filter_rounds",
-                 "test_ray_job", "test_ingest_kill", "test_real_sources", "test_classifier_stage")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module's own order is kept
-
-
 @pytest.fixture(scope="module")
 def ray_session():
     import ray
