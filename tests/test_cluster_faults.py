@@ -9,8 +9,9 @@ import pytest
 from inetseg import config as C
 from inetseg import shards
 
-# Enough rows that the stage still runs when the node goes (it goes ~2 s in), few enough to be quick: on this test's
-# two 1-CPU nodes the CRF over 160 noise images took 238 s (48 took 9 s; on one 2-CPU node 160 take 18 s).
+# Enough rows that the stage still runs when the node goes (it goes ~2 s in), few enough to be quick. (160 rows once
+# took 189-238 s here: not the two nodes but a stall of the stage's former repartition operator, seen on one node
+# too; common.read_stage now splits at the read, and 160 rows take 13 s on these two nodes.)
 ROWS = 64
 
 

@@ -71,10 +71,14 @@ def read_stage(path: str, what: str, columns: list[str] | None = None, block_row
     files = shards.parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{what} at {path} has no Parquet files")
+    # block_rows: the read itself splits into that many blocks. A repartition operator after it did the same, but
+    # its tasks hold their CPUs while their outputs wait downstream, and with the CRF's task pool on every CPU the
+    # stage stalled: 160 rows on 2 CPUs took 12 s, 47 s or 256 s from run to run (Ray Data's progress: "5/2 CPU",
+    # the writer's blocks queued, no task of its running).
+    blocks = -(-shards.count_rows(path) // block_rows) if block_rows > 0 else None
     with parquet_reader_v1():
-        ds = ray.data.read_parquet(files, file_extensions=["parquet"])
-    ds = ds.select_columns(columns) if columns else ds
-    return ds.repartition(target_num_rows_per_block=block_rows) if block_rows > 0 else ds
+        ds = ray.data.read_parquet(files, file_extensions=["parquet"], override_num_blocks=blocks)
+    return ds.select_columns(columns) if columns else ds
 
 
 @contextlib.contextmanager
