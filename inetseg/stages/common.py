@@ -64,18 +64,18 @@ def ensure_ray(address: str = "", num_cpus: int = 0, quiet: bool = False) -> Non
 def read_stage(path: str, what: str, columns: list[str] | None = None, block_rows: int = 0) -> ray.data.Dataset:
     """A finished stage output as a lazy Ray Dataset (raises FileNotFoundError if missing).
 
-    block_rows > 0: blocks of at most that many rows (a streaming split, no shuffle). A table of small rows in one
-    file reads as one block, and a pool maps a block in one task or actor: predict over a 1.5k-image test table
+    block_rows > 0: blocks of about that many rows (the read splits the table, no shuffle). A table of small rows
+    in one file reads as one block, and a pool maps a block in one task or actor: predict over a 1.5k-image test table
     would use one GPU of eight."""
     shards.require(path, what)
     files = shards.parquet_files(path)
     if not files:
         raise FileNotFoundError(f"{what} at {path} has no Parquet files")
-    # block_rows: the read itself splits into that many blocks. A repartition operator after it did the same, but
-    # its tasks hold their CPUs while their outputs wait downstream, and with the CRF's task pool on every CPU the
-    # stage stalled: 160 rows on 2 CPUs took 12 s, 47 s or 256 s from run to run (Ray Data's progress: "5/2 CPU",
-    # the writer's blocks queued, no task of its running).
-    blocks = -(-shards.count_rows(path) // block_rows) if block_rows > 0 else None
+    # The read itself splits the table (block_rows). A repartition operator after it did the same, but its tasks
+    # hold their CPUs while their outputs wait downstream, and with the CRF's task pool on every CPU the stage
+    # stalled: 160 rows on 2 CPUs took 12 s, 47 s or 256 s from run to run (Ray Data's progress: "5/2 CPU", the
+    # writer's blocks queued, no task of its running).
+    blocks = max(1, -(-shards.count_rows(path) // block_rows)) if block_rows > 0 else None
     with parquet_reader_v1():
         ds = ray.data.read_parquet(files, file_extensions=["parquet"], override_num_blocks=blocks)
     return ds.select_columns(columns) if columns else ds
