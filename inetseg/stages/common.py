@@ -18,9 +18,10 @@ from inetseg.ingest.duplicates import duplicates_file
 log = logging.getLogger("inetseg")
 
 
-# Worker loggers that speak for Ray, not for the run: the cleaner's state-API warning (see ensure_ray), Ray Train's
-# per-report and per-checkpoint lines and Ray Data's per-dataset lines inside the training workers (the stages log
-# their own epoch and progress lines).
+# Worker loggers that speak for Ray, not for the run (a local run's workers only): the cleaner's state-API warning
+# (see ensure_ray), Ray Train's and Ray Data's INFO lines in worker processes. Ray Train re-configures logging in its
+# training workers after this hook, so there the trainer's LoggingConfig and worker.quiet_ray_lines do it, on any
+# cluster.
 QUIET_WORKER_LOGGERS = {"ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
                         "ray.train": logging.WARNING, "ray.data": logging.WARNING}
 

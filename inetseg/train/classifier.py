@@ -179,9 +179,10 @@ def train_loop_per_worker(config: dict) -> None:
         worker.report_epoch(metrics, history, config, meta, model, optimizer, scheduler, epoch, step, last=last)
 
 
-def fit(cfg: C.ClassifierConfig, run_name: str, label: str = "classifier") -> dict:
+def fit(cfg: C.ClassifierConfig, run_name: str, label: str = "") -> dict:
     """Train on cfg.images with Ray Train (checkpoints under `run_name`), export cfg.out/model.pt + meta.json;
-    returns the stage meta (classes, images, metrics, every epoch's history). label: its epoch lines' name."""
+    returns the stage meta (classes, images, metrics, every epoch's history). label: its epoch lines' name
+    (default: trainer.fit's)."""
     t0 = time.time()
     classes = classes_of(cfg.images)
     n_used, nbytes = training_rows(cfg.images, cfg.folds, cfg.fold)
